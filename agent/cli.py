@@ -1,0 +1,219 @@
+"""`emotion-agent`: the command line.
+
+Exit statuses: 0 success, 1 runtime failure, 2 bad usage or configuration (with a message
+that names the file, line and key; never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.config import (
+    AgentConfig,
+    ConfigError,
+    ReplayConfig,
+    config_schema,
+    load_config,
+    parse_broker_url,
+)
+
+log = logging.getLogger("agent")
+
+DEMO_SESSION = Path(__file__).parent / "sessions" / "demo"
+
+
+class JournalFormatter(logging.Formatter):
+    """`<priority>logger: message` for journald (it adds time and unit itself)."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", "\n  ")
+        return f"<{self.PRIORITY.get(record.levelno, 6)}>{text}"
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # paho's own chatter is debug-level noise unless asked for
+    logging.getLogger("agent.mqtt.paho").setLevel(max(logging.WARNING, root.level))
+
+
+def _load(path: str) -> AgentConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise _Usage(f"configuration error{'s' if len(exc.problems) > 1 else ''}:\n" + str(exc)) from None
+
+
+class _Usage(Exception):
+    """A problem the user must fix: printed without a traceback, exit status 2."""
+
+
+def _broker(url: str) -> str:
+    try:
+        parse_broker_url(url)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad broker URL {url!r}: {exc}") from None
+    return url
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="emotion-agent",
+        description="On-device emotion sensing; publishes only aggregated states over MQTT.",
+    )
+    p.add_argument("--version", action="version", version=f"emotion-agent {__version__}")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default: from config, else info")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the agent (what the systemd service does)")
+    r.add_argument("-c", "--config", required=True, metavar="FILE")
+
+    c = sub.add_parser("check-config", help="validate a configuration file and exit")
+    c.add_argument("config", metavar="FILE")
+
+    s = sub.add_parser("schema", help="print a JSON Schema")
+    s.add_argument("what", choices=["config"])
+
+    rp = sub.add_parser("replay", help="replay a recorded session through the pipeline, then exit")
+    rp.add_argument("session", metavar="SESSION")
+    rp.add_argument("-c", "--config", metavar="FILE", help="settings to use (its sources are replaced)")
+    rp.add_argument("--speed", type=_positive, default=None, help="1 = real time (default: config's or 1)")
+    rp.add_argument("--duration", type=_positive, metavar="S", help="replay only the first S seconds")
+    rp.add_argument("--broker", type=_broker, metavar="URL", help="override mqtt.broker")
+
+    d = sub.add_parser("demo", help="replay the bundled synthetic session to a broker and show what is published")
+    d.add_argument("--broker", type=_broker, default="mqtt://localhost:1883", metavar="URL")
+    d.add_argument("--speed", type=_positive, default=20.0, help="default 20 (10 minutes in 30 s)")
+    d.add_argument("--duration", type=_positive, metavar="S", help="replay only the first S seconds")
+    d.add_argument("--state-dir", metavar="DIR", help="outbox location (default: a temporary folder)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except _Usage as exc:
+        print(f"emotion-agent: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "schema":
+        print(json.dumps(config_schema(), indent=2))
+        return 0
+    if args.command == "check-config":
+        cfg = _load(args.config)
+        print(
+            f"{args.config}: OK (device {cfg.device.name}, broker {cfg.mqtt.broker}, "
+            f"topics {cfg.topic_prefix()}/..., consent {'given' if cfg.privacy.consent else 'NOT given'})"
+        )
+        return 0
+    if args.command == "run":
+        cfg = _load(args.config)
+        setup_logging(args.log_level or cfg.log_level)
+        return _run(cfg)
+    if args.command == "replay":
+        cfg = _load(args.config) if args.config else AgentConfig()
+        speed = args.speed or (cfg.sources.replay.speed if cfg.sources.replay else 1.0)
+        overrides: dict[str, Any] = {
+            "sources": cfg.sources.model_copy(update={"replay": ReplayConfig(session=args.session, speed=speed)})
+        }
+        if args.broker:
+            overrides["mqtt"] = cfg.mqtt.model_copy(update={"broker": args.broker})
+        cfg = cfg.model_copy(update=overrides)
+        setup_logging(args.log_level or cfg.log_level)
+        return _run(cfg, stop_at_end=True, duration=args.duration, echo=True)
+    if args.command == "demo":
+        return _demo(args)
+    raise _Usage(f"unknown command {args.command}")
+
+
+def _run(cfg: AgentConfig, stop_at_end: bool = False, duration: float | None = None, echo: bool = False) -> int:
+    from agent.runtime import Agent, run_agent
+    from agent.sources.session import SessionError
+
+    def show(topic: str, payload: dict[str, Any]) -> None:
+        print(f"{topic} {json.dumps(payload, separators=(',', ':'))}", flush=True)
+
+    agent = Agent(cfg, on_publish=show if echo else None, stop_at_end=stop_at_end, duration_s=duration)
+    try:
+        code = run_agent(agent)
+    except SessionError as exc:
+        raise _Usage(str(exc)) from None
+    if echo:
+        _report(agent)
+    return code
+
+
+def _report(agent: Any) -> None:
+    s = agent.stats()
+    broker = agent.cfg.mqtt.broker
+    delivered = s["mqtt"]["published"]
+    waiting = s["outbox"]["depth"]
+    line = f"{agent.states_made} state(s) made, {delivered} delivered to {broker}"
+    if waiting:
+        line += f", {waiting} waiting in the outbox ({agent.cfg.device.state_dir}) for the broker"
+    if agent.states_withheld:
+        line += f", {agent.states_withheld} withheld (privacy.consent is false)"
+    print(line, file=sys.stderr)
+    if not s["mqtt"]["connects"]:
+        print(
+            f"note: no broker answered at {broker}; the lines above are exactly what would be "
+            f"published. Start one (e.g. `mosquitto -p 1883`) or pass --broker mqtt://HOST:PORT.",
+            file=sys.stderr,
+        )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level or "info")
+    state_dir = args.state_dir or tempfile.mkdtemp(prefix="emotion-agent-demo-")
+    cfg = AgentConfig.model_validate(
+        {
+            "device": {"name": "demo", "state_dir": state_dir},
+            "mqtt": {"broker": args.broker, "reconnect": {"initial_s": 1, "max_s": 5}},
+            "sources": {"replay": {"session": str(DEMO_SESSION), "speed": args.speed}},
+            "privacy": {"consent": True},  # the demo session is synthetic: nobody to ask
+            "runtime": {"shutdown_timeout_s": 5},
+        }
+    )
+    print(
+        f"emotion-agent demo: replaying the synthetic session {DEMO_SESSION} at {args.speed:g}x; "
+        f"publishing to {args.broker} under {cfg.topic_prefix()}/ (subscribe: "
+        f"mosquitto_sub -t '{cfg.topic_prefix()}/#' -v)",
+        file=sys.stderr,
+    )
+    return _run(cfg, stop_at_end=True, duration=args.duration, echo=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

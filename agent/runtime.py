@@ -1,0 +1,269 @@
+"""The agent: one asyncio loop wiring sources -> windows -> outbox -> MQTT.
+
+Start-up order: state directory and outbox, sources, MQTT session (waited for a bounded
+time: a broker that is down at boot must not keep the service from starting, the outbox
+holds the states), then READY=1. SIGTERM/SIGINT stop the sources, close the open window,
+flush the outbox for what remains of `runtime.shutdown_timeout_s`, publish `offline`
+and return 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.affect.windows import WindowAggregator, WindowState
+from agent.clock import Clock, ScaledClock, WallClock
+from agent.config import AgentConfig
+from agent.health import Health, LoopLagMonitor, watchdog_loop
+from agent.publish.mqtt import MqttPublisher
+from agent.publish.outbox import Outbox
+from agent.sdnotify import Notifier
+from agent.sources.base import Source
+from agent.supervisor import Supervisor
+
+log = logging.getLogger("agent.runtime")
+
+CONNECT_WAIT_S = 10.0  # how long start-up waits for the broker before READY=1 regardless
+STATS_EVERY_S = 60.0
+
+
+class Agent:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        notifier: Notifier | None = None,
+        on_publish: Callable[[str, dict[str, Any]], None] | None = None,
+        stop_at_end: bool = False,
+        duration_s: float | None = None,
+    ) -> None:
+        """`stop_at_end`: a replay ends the run when the session (or `duration_s`) ends."""
+        self.cfg = cfg
+        self.notifier = notifier or Notifier.from_env()
+        self.on_publish = on_publish
+        self.stop_at_end = stop_at_end
+        self.duration_s = duration_s
+        self.prefix = cfg.topic_prefix()
+        self.supervisor = Supervisor(cfg.sources.restart.initial_s, cfg.sources.restart.max_s)
+        self.aggregator = WindowAggregator(
+            cfg.windows.min_beats, cfg.windows.min_eda_s, cfg.windows.baseline_windows
+        )
+        self.health = Health()
+        self.lag = LoopLagMonitor()
+        self.clock: Clock = WallClock()
+        self.sources: list[Source] = []
+        self.until: float | None = None
+        self.states_made = 0
+        self.states_withheld = 0
+        self.started = time.monotonic()
+        self._stop = asyncio.Event()
+        self.outbox: Outbox | None = None
+        self.publisher: MqttPublisher | None = None
+
+    # -- assembly -------------------------------------------------------------------------
+    def _build_sources(self) -> None:
+        replay = self.cfg.sources.replay
+        if replay is None:
+            log.warning("no sources configured: states will say insufficient_data")
+            return
+        from agent.sources.replay import replay_sources
+        from agent.sources.session import load_session
+
+        session = load_session(replay.session)
+        origin = time.time() if replay.rebase_time else session.origin
+        self.clock = ScaledClock(origin, replay.speed)
+        self.sources = replay_sources(session, self.clock)
+        length = session.duration_s if self.duration_s is None else min(self.duration_s, session.duration_s)
+        if self.stop_at_end:
+            self.until = origin + length
+        log.info(
+            "replaying %s (%s, %.0f s, %s) at %gx",
+            replay.session,
+            ", ".join(s.name for s in self.sources) or "no modalities",
+            length,
+            "synthetic" if session.synthetic else "recorded",
+            replay.speed,
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # -- main -----------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                pass
+        state_dir = Path(self.cfg.device.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        ob = self.cfg.mqtt.outbox
+        self.outbox = Outbox(state_dir / "outbox.sqlite3", ob.max_messages, ob.max_age_s)
+        if self.outbox.depth():
+            log.info("outbox holds %d message(s) from before; they go first", self.outbox.depth())
+        self._build_sources()
+        self.publisher = MqttPublisher(self.cfg, self.outbox)
+        sup = self.supervisor
+        try:
+            sup.start("mqtt", self.publisher.run)
+            sup.start("loop-lag", self.lag.run)
+            for source in self.sources:
+                sup.start(source.name, lambda s=source: s.run(self.aggregator))
+                self.health.add_source(
+                    source.name,
+                    source.status,
+                    self.cfg.sources.stale_after_s,
+                    lambda n=source.name: sup.states[n].in_backoff,
+                )
+            self.health.add_loop(self.lag, self.cfg.runtime.max_loop_lag_s)
+            sup.start("windows", self._windows)
+            sup.start("stats", self._stats)
+
+            connected = await self._wait_connected()
+            self.notifier.ready(self._status_line(connected))
+            log.info("emotion-agent %s ready: %s", __version__, self._status_line(connected))
+            sup.start("watchdog", lambda: watchdog_loop(self.notifier, self.health))
+            await self._stop.wait()
+        finally:
+            await self._shutdown()
+        return 0
+
+    async def _wait_connected(self) -> bool:
+        assert self.publisher is not None
+        wait = asyncio.create_task(self.publisher.wait_connected())
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({wait, stop}, timeout=CONNECT_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+        for t in (wait, stop):
+            t.cancel()
+        connected = self.publisher.stats.connected
+        if not connected:
+            log.warning(
+                "MQTT broker %s not reachable yet; states are kept in the outbox until it is",
+                self.cfg.mqtt.broker,
+            )
+        return connected
+
+    def _status_line(self, connected: bool) -> str:
+        mods = ", ".join(s.name for s in self.sources) or "no sources"
+        broker = "MQTT connected" if connected else "MQTT offline, buffering"
+        consent = "" if self.cfg.privacy.consent else "; no consent: publishing availability only"
+        return f"running: {mods}; {broker}{consent}"
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("%s received: shutting down", sig.name)
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        timeout = self.cfg.runtime.shutdown_timeout_s
+        deadline = time.monotonic() + timeout
+        self.notifier.stopping("stopping: flushing outbox")
+        source_names = [s.name for s in self.sources] + ["windows", "watchdog", "stats"]
+        await self.supervisor.stop(source_names, timeout=min(2.0, timeout / 4))
+        if self.publisher is not None:
+            self.publisher.stop(flush_timeout=max(0.0, deadline - time.monotonic() - 1.0))
+            task = self.supervisor.tasks.get("mqtt")
+            if task is not None:
+                await asyncio.wait({task}, timeout=max(0.1, deadline - time.monotonic()))
+        await self.supervisor.stop(None, timeout=1.0)
+        if self.outbox is not None:
+            left = self.outbox.depth()
+            if left:
+                log.warning(
+                    "%d message(s) not yet acknowledged stay in %s for the next start",
+                    left,
+                    self.outbox.path,
+                )
+            self.outbox.close()
+        log.info("stopped")
+
+    # -- stages ---------------------------------------------------------------------------
+    async def _windows(self) -> None:
+        step = self.cfg.windows.state_s
+        start = self.clock.now()
+        if isinstance(self.clock, WallClock):
+            start = start - start % step  # live windows align to the wall clock (:00, :10, ...)
+        while True:
+            end = start + step
+            if self.until is not None and end > self.until + 1e-6:
+                end = self.until
+            await self.clock.sleep_until(end)
+            if end > start:
+                self._emit(self.aggregator.close(start, end))
+            if self.until is not None and end >= self.until - 1e-6:
+                log.info("session replayed to its end")
+                self._stop.set()
+                return
+            start = end
+
+    def _emit(self, state: WindowState) -> None:
+        self.states_made += 1
+        if not self.cfg.privacy.consent:
+            if self.states_withheld == 0:
+                log.warning("privacy.consent is false: states are computed but not published")
+            self.states_withheld += 1
+            return
+        assert self.outbox is not None
+        payload = state.payload(self.cfg.device.name, self.cfg.publish.vitals)
+        topic = f"{self.prefix}/state"
+        seq = self.outbox.put(topic, payload)
+        if self.on_publish is not None:
+            self.on_publish(topic, {**payload, "seq": seq})
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of counters (published on `<prefix>/stats`, printed by the demo)."""
+        pub, ob = self.publisher, self.outbox
+        return {
+            "v": 1,
+            "device": self.cfg.device.name,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "loop_lag_ms": round(self.lag.max_lag * 1000, 1),
+            "states": {"made": self.states_made, "withheld_no_consent": self.states_withheld},
+            "outbox": {
+                "depth": ob.depth() if ob else None,
+                "dropped": ob.dropped if ob else None,
+                "last_seq": ob.last_seq if ob else None,
+            },
+            "mqtt": {
+                "connected": pub.stats.connected if pub else False,
+                "connects": pub.stats.connects if pub else 0,
+                "published": pub.stats.published if pub else 0,
+            },
+            "tasks": {
+                n: {"state": s.state, "failures": s.failures, "restarts": s.restarts}
+                for n, s in self.supervisor.states.items()
+            },
+            "sources": {s.name: {"events": s.status.events, "age_s": _r(s.status.age())} for s in self.sources},
+            "healthy": self.health.healthy(),
+        }
+
+    async def _stats(self) -> None:
+        last_status = ""
+        while True:
+            await asyncio.sleep(STATS_EVERY_S)
+            assert self.publisher is not None and self.outbox is not None
+            self.outbox.enforce_bounds()
+            await self.publisher.publish_now("stats", json.dumps(self.stats()).encode())
+            status = self._status_line(self.publisher.stats.connected)
+            if status != last_status:
+                self.notifier.status(status)
+                last_status = status
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def run_agent(agent: Agent) -> int:
+    """Run an agent on a fresh event loop; the process's exit status."""
+    os.umask(0o077)  # the outbox and baseline are personal data: owner-only files
+    return asyncio.run(agent.run())
