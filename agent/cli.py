@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from agent import __version__
 from agent.config import (
@@ -34,7 +34,13 @@ DEMO_SESSION = Path(__file__).parent / "sessions" / "demo"
 class JournalFormatter(logging.Formatter):
     """`<priority>logger: message` for journald (it adds time and unit itself)."""
 
-    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+    PRIORITY: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+        logging.CRITICAL: 2,
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record).replace("\n", "\n  ")
@@ -46,7 +52,9 @@ def setup_logging(level: str) -> None:
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -58,7 +66,9 @@ def _load(path: str) -> AgentConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        raise _Usage(f"configuration error{'s' if len(exc.problems) > 1 else ''}:\n" + str(exc)) from None
+        raise _Usage(
+            f"configuration error{'s' if len(exc.problems) > 1 else ''}:\n" + str(exc)
+        ) from None
 
 
 class _Usage(Exception):
@@ -89,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="On-device emotion sensing; publishes only aggregated states over MQTT.",
     )
     p.add_argument("--version", action="version", version=f"emotion-agent {__version__}")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default: from config, else info")
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default: from config, else info",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run the agent (what the systemd service does)")
@@ -103,16 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("replay", help="replay a recorded session through the pipeline, then exit")
     rp.add_argument("session", metavar="SESSION")
-    rp.add_argument("-c", "--config", metavar="FILE", help="settings to use (its sources are replaced)")
-    rp.add_argument("--speed", type=_positive, default=None, help="1 = real time (default: config's or 1)")
-    rp.add_argument("--duration", type=_positive, metavar="S", help="replay only the first S seconds")
+    rp.add_argument(
+        "-c", "--config", metavar="FILE", help="settings to use (its sources are replaced)"
+    )
+    rp.add_argument(
+        "--speed", type=_positive, default=None, help="1 = real time (default: config's or 1)"
+    )
+    rp.add_argument(
+        "--duration", type=_positive, metavar="S", help="replay only the first S seconds"
+    )
     rp.add_argument("--broker", type=_broker, metavar="URL", help="override mqtt.broker")
 
-    d = sub.add_parser("demo", help="replay the bundled synthetic session to a broker and show what is published")
+    d = sub.add_parser(
+        "demo", help="replay the bundled synthetic session to a broker and show what is published"
+    )
     d.add_argument("--broker", type=_broker, default="mqtt://localhost:1883", metavar="URL")
     d.add_argument("--speed", type=_positive, default=20.0, help="default 20 (10 minutes in 30 s)")
-    d.add_argument("--duration", type=_positive, metavar="S", help="replay only the first S seconds")
-    d.add_argument("--state-dir", metavar="DIR", help="outbox location (default: a temporary folder)")
+    d.add_argument(
+        "--duration", type=_positive, metavar="S", help="replay only the first S seconds"
+    )
+    d.add_argument(
+        "--state-dir", metavar="DIR", help="outbox location (default: a temporary folder)"
+    )
     return p
 
 
@@ -135,7 +161,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         cfg = _load(args.config)
         print(
             f"{args.config}: OK (device {cfg.device.name}, broker {cfg.mqtt.broker}, "
-            f"topics {cfg.topic_prefix()}/..., consent {'given' if cfg.privacy.consent else 'NOT given'})"
+            f"topics {cfg.topic_prefix()}/..., "
+            f"consent {'given' if cfg.privacy.consent else 'NOT given'})"
         )
         return 0
     if args.command == "run":
@@ -146,7 +173,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         cfg = _load(args.config) if args.config else AgentConfig()
         speed = args.speed or (cfg.sources.replay.speed if cfg.sources.replay else 1.0)
         overrides: dict[str, Any] = {
-            "sources": cfg.sources.model_copy(update={"replay": ReplayConfig(session=args.session, speed=speed)})
+            "sources": cfg.sources.model_copy(
+                update={"replay": ReplayConfig(session=args.session, speed=speed)}
+            )
         }
         if args.broker:
             overrides["mqtt"] = cfg.mqtt.model_copy(update={"broker": args.broker})
@@ -158,14 +187,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise _Usage(f"unknown command {args.command}")
 
 
-def _run(cfg: AgentConfig, stop_at_end: bool = False, duration: float | None = None, echo: bool = False) -> int:
+def _run(
+    cfg: AgentConfig, stop_at_end: bool = False, duration: float | None = None, echo: bool = False
+) -> int:
     from agent.runtime import Agent, run_agent
     from agent.sources.session import SessionError
 
     def show(topic: str, payload: dict[str, Any]) -> None:
         print(f"{topic} {json.dumps(payload, separators=(',', ':'))}", flush=True)
 
-    agent = Agent(cfg, on_publish=show if echo else None, stop_at_end=stop_at_end, duration_s=duration)
+    agent = Agent(
+        cfg, on_publish=show if echo else None, stop_at_end=stop_at_end, duration_s=duration
+    )
     try:
         code = run_agent(agent)
     except SessionError as exc:
@@ -176,7 +209,7 @@ def _run(cfg: AgentConfig, stop_at_end: bool = False, duration: float | None = N
 
 
 def _report(agent: Any) -> None:
-    s = agent.stats()
+    s = agent.final_stats or agent.stats()
     broker = agent.cfg.mqtt.broker
     delivered = s["mqtt"]["published"]
     waiting = s["outbox"]["depth"]

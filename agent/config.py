@@ -36,7 +36,9 @@ def _field(default: Any, title: str, description: str, **kw: Any) -> Any:
 
 class SecretRef(Model):
     env: str | None = _field(None, "Environment variable", "Read the secret from this variable.")
-    file: str | None = _field(None, "File", "Read the secret from this file (trailing newline removed).")
+    file: str | None = _field(
+        None, "File", "Read the secret from this file (trailing newline removed)."
+    )
     credential: str | None = _field(
         None,
         "systemd credential",
@@ -55,17 +57,23 @@ Secret = str | SecretRef
 
 
 class TlsConfig(Model):
-    enabled: bool = _field(False, "Use TLS", "Connect with TLS (implied by an mqtts:// broker URL).")
+    enabled: bool = _field(
+        False, "Use TLS", "Connect with TLS (implied by an mqtts:// broker URL)."
+    )
     ca_file: str | None = _field(
         None, "CA certificates", "PEM file of CAs that sign the broker; default: the system store."
     )
-    cert_file: str | None = _field(None, "Client certificate", "PEM client certificate for mutual TLS.")
+    cert_file: str | None = _field(
+        None, "Client certificate", "PEM client certificate for mutual TLS."
+    )
     key_file: str | None = _field(None, "Client key", "PEM private key of the client certificate.")
     key_password: Secret | None = _field(
         None, "Key passphrase", "Passphrase of key_file: a string or {env|file|credential: ...}."
     )
     insecure: bool = _field(
-        False, "Skip hostname check", "Accept a certificate whose name does not match. Testing only."
+        False,
+        "Skip hostname check",
+        "Accept a certificate whose name does not match. Testing only.",
     )
 
     @model_validator(mode="after")
@@ -88,13 +96,23 @@ class BackoffConfig(Model):
 
 class OutboxConfig(Model):
     max_messages: int = _field(
-        100_000, "Bound by count", "Oldest messages beyond this count are dropped (and counted).", ge=10
+        100_000,
+        "Bound by count",
+        "Oldest messages beyond this count are dropped (and counted).",
+        ge=10,
     )
     max_age_s: float = _field(
-        7 * 86400.0, "Bound by age", "Messages older than this are dropped (and counted), seconds.", gt=0
+        7 * 86400.0,
+        "Bound by age",
+        "Messages older than this are dropped (and counted), seconds.",
+        gt=0,
     )
     inflight: int = _field(
-        20, "Messages in flight", "QoS 1 messages sent ahead of their acknowledgement.", ge=1, le=1000
+        20,
+        "Messages in flight",
+        "QoS 1 messages sent ahead of their acknowledgement.",
+        ge=1,
+        le=1000,
     )
 
 
@@ -152,7 +170,9 @@ class MqttConfig(Model):
     )
     username: str | None = _field(None, "User name", "Broker user name.")
     password: Secret | None = _field(
-        None, "Password", "Broker password: a string or {env|file|credential: ...}; prefer the latter."
+        None,
+        "Password",
+        "Broker password: a string or {env|file|credential: ...}; prefer the latter.",
     )
     tls: TlsConfig = _field(TlsConfig(), "TLS", "Transport security.")
     topic_prefix: str | None = _field(
@@ -160,10 +180,14 @@ class MqttConfig(Model):
     )
     keepalive_s: int = _field(30, "Keepalive", "MQTT keepalive, seconds.", ge=5, le=3600)
     qos: Literal[1] = _field(
-        1, "QoS", "State messages use QoS 1: they are removed from the outbox only once acknowledged."
+        1,
+        "QoS",
+        "State messages use QoS 1: they are removed from the outbox only once acknowledged.",
     )
     reconnect: BackoffConfig = _field(
-        BackoffConfig(initial_s=1.0, max_s=60.0), "Reconnect", "Capped exponential reconnect delays."
+        BackoffConfig(initial_s=1.0, max_s=60.0),
+        "Reconnect",
+        "Capped exponential reconnect delays.",
     )
     outbox: OutboxConfig = _field(OutboxConfig(), "Outbox", "The durable store of unsent messages.")
 
@@ -182,7 +206,9 @@ class MqttConfig(Model):
 
 
 class ReplayConfig(Model):
-    session: str = _field(..., "Session folder", "A recorded session (see agent/sources/session.py).")
+    session: str = _field(
+        ..., "Session folder", "A recorded session (see agent/sources/session.py)."
+    )
     speed: float = _field(1.0, "Speed", "1 = real time; 10 = ten times faster.", gt=0, le=10_000)
     rebase_time: bool = _field(
         True,
@@ -207,12 +233,17 @@ class SourcesConfig(Model):
 
 class WindowsConfig(Model):
     state_s: float = _field(10.0, "State window", "A state message every this many seconds.", ge=1)
-    min_beats: int = _field(5, "Minimum beats", "Fewer RR intervals: heart evidence is insufficient.", ge=1)
+    min_beats: int = _field(
+        5, "Minimum beats", "Fewer RR intervals: heart evidence is insufficient.", ge=1
+    )
     min_eda_s: float = _field(
         5.0, "Minimum EDA", "Fewer seconds of EDA samples: skin evidence is insufficient.", ge=0
     )
     baseline_windows: int = _field(
-        6, "Baseline windows", "Windows that form the wearer's resting baseline before arousal is given.", ge=1
+        6,
+        "Baseline windows",
+        "Windows that form the wearer's resting baseline before arousal is given.",
+        ge=1,
     )
 
 
@@ -228,11 +259,18 @@ class PublishConfig(Model):
     vitals: bool = _field(
         False, "Publish vitals", "Include heart rate and skin conductance level in state messages."
     )
+    stats_interval_s: float = _field(
+        60.0, "Stats interval", "Seconds between messages on <prefix>/stats.", ge=1
+    )
 
 
 class RuntimeConfig(Model):
     shutdown_timeout_s: float = _field(
-        10.0, "Shutdown timeout", "Longest a SIGTERM/SIGINT shutdown may take, seconds.", gt=0, le=300
+        10.0,
+        "Shutdown timeout",
+        "Longest a SIGTERM/SIGINT shutdown may take, seconds.",
+        gt=0,
+        le=300,
     )
     max_loop_lag_s: float = _field(
         2.0, "Maximum loop lag", "Event-loop lag above this withholds the systemd watchdog.", gt=0
@@ -266,21 +304,25 @@ class DeviceConfig(Model):
         if self.name is None:
             self.name = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64] or "pi"
         if self.state_dir is None:
-            self.state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_STATE_DIR
+            self.state_dir = (
+                os.environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_STATE_DIR
+            )
         return self
 
 
 class AgentConfig(Model):
     """The whole configuration file."""
 
-    device: DeviceConfig = _field(DeviceConfig(), "Device", "Who this agent is and where it keeps state.")
+    device: DeviceConfig = _field(
+        DeviceConfig(), "Device", "Who this agent is and where it keeps state."
+    )
     mqtt: MqttConfig = _field(MqttConfig(), "MQTT", "The broker and how to publish to it.")
     sources: SourcesConfig = _field(SourcesConfig(), "Sources", "Where evidence comes from.")
     windows: WindowsConfig = _field(WindowsConfig(), "Windows", "How evidence is aggregated.")
     privacy: PrivacyConfig = _field(PrivacyConfig(), "Privacy", "Consent gates publishing.")
-    publish: Annotated[PublishConfig, Field(title="Publish", description="What states contain.")] = (
-        PublishConfig()
-    )
+    publish: Annotated[
+        PublishConfig, Field(title="Publish", description="What states contain.")
+    ] = PublishConfig()
     runtime: RuntimeConfig = _field(RuntimeConfig(), "Runtime", "Shutdown and health limits.")
     log_level: Literal["debug", "info", "warning", "error"] = _field(
         "info", "Log level", "Overridden by --log-level."
@@ -323,7 +365,9 @@ class _LocatingLoader(yaml.SafeLoader):
     """Safe loader that records where every key and value sits, and rejects duplicate keys."""
 
 
-def _compose_locations(text: str, path: str) -> tuple[Any, dict[tuple, tuple[Mark, Mark]], list[str]]:
+def _compose_locations(
+    text: str, path: str
+) -> tuple[Any, dict[tuple, tuple[Mark, Mark]], list[str]]:
     loader = _LocatingLoader(text)
     try:
         node = loader.get_single_node()
@@ -379,7 +423,9 @@ def _locate(loc: tuple, locations: dict[tuple, tuple[Mark, Mark]], is_key: bool)
 
 def _clean_loc(loc: tuple) -> tuple:
     # pydantic adds union-branch tags (e.g. 'str', 'SecretRef') to locations; drop them.
-    return tuple(p for p in loc if not (isinstance(p, str) and (p in ("str", "SecretRef") or "[" in p)))
+    return tuple(
+        p for p in loc if not (isinstance(p, str) and (p in ("str", "SecretRef") or "[" in p))
+    )
 
 
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:
@@ -405,7 +451,11 @@ def _relative_to(cfg: AgentConfig, base: Path) -> AgentConfig:
         cfg.sources.replay.session = fix(cfg.sources.replay.session)
     cfg.device.state_dir = fix(cfg.device.state_dir)
     tls = cfg.mqtt.tls
-    tls.ca_file, tls.cert_file, tls.key_file = fix(tls.ca_file), fix(tls.cert_file), fix(tls.key_file)
+    tls.ca_file, tls.cert_file, tls.key_file = (
+        fix(tls.ca_file),
+        fix(tls.cert_file),
+        fix(tls.key_file),
+    )
     return cfg
 
 
@@ -422,7 +472,9 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError([f"{path}:1:1: the top level must be a mapping of sections, got {type(data).__name__}"])
+        raise ConfigError(
+            [f"{path}:1:1: the top level must be a mapping of sections, got {type(data).__name__}"]
+        )
     try:
         cfg = AgentConfig.model_validate(data)
     except ValidationError as exc:
@@ -461,7 +513,11 @@ def _suggest(loc: tuple, data: dict) -> str:
             return ""
         ann = model.model_fields[part].annotation
         model = next(
-            (a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+            (
+                a
+                for a in getattr(ann, "__args__", (ann,))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
             None,
         )
     if model is None:

@@ -33,7 +33,6 @@ from agent.supervisor import Supervisor
 log = logging.getLogger("agent.runtime")
 
 CONNECT_WAIT_S = 10.0  # how long start-up waits for the broker before READY=1 regardless
-STATS_EVERY_S = 60.0
 
 
 class Agent:
@@ -68,6 +67,7 @@ class Agent:
         self._stop = asyncio.Event()
         self.outbox: Outbox | None = None
         self.publisher: MqttPublisher | None = None
+        self.final_stats: dict[str, Any] | None = None  # taken at shutdown
 
     # -- assembly -------------------------------------------------------------------------
     def _build_sources(self) -> None:
@@ -82,7 +82,11 @@ class Agent:
         origin = time.time() if replay.rebase_time else session.origin
         self.clock = ScaledClock(origin, replay.speed)
         self.sources = replay_sources(session, self.clock)
-        length = session.duration_s if self.duration_s is None else min(self.duration_s, session.duration_s)
+        length = (
+            session.duration_s
+            if self.duration_s is None
+            else min(self.duration_s, session.duration_s)
+        )
         if self.stop_at_end:
             self.until = origin + length
         log.info(
@@ -105,10 +109,10 @@ class Agent:
                 loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
-        state_dir = Path(self.cfg.device.state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
         ob = self.cfg.mqtt.outbox
-        self.outbox = Outbox(state_dir / "outbox.sqlite3", ob.max_messages, ob.max_age_s)
+        self.outbox = Outbox(
+            Path(self.cfg.device.state_dir) / "outbox.sqlite3", ob.max_messages, ob.max_age_s
+        )
         if self.outbox.depth():
             log.info("outbox holds %d message(s) from before; they go first", self.outbox.depth())
         self._build_sources()
@@ -142,7 +146,9 @@ class Agent:
         assert self.publisher is not None
         wait = asyncio.create_task(self.publisher.wait_connected())
         stop = asyncio.create_task(self._stop.wait())
-        await asyncio.wait({wait, stop}, timeout=CONNECT_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {wait, stop}, timeout=CONNECT_WAIT_S, return_when=asyncio.FIRST_COMPLETED
+        )
         for t in (wait, stop):
             t.cancel()
         connected = self.publisher.stats.connected
@@ -175,6 +181,7 @@ class Agent:
             if task is not None:
                 await asyncio.wait({task}, timeout=max(0.1, deadline - time.monotonic()))
         await self.supervisor.stop(None, timeout=1.0)
+        self.final_stats = self.stats()
         if self.outbox is not None:
             left = self.outbox.depth()
             if left:
@@ -189,9 +196,11 @@ class Agent:
     # -- stages ---------------------------------------------------------------------------
     async def _windows(self) -> None:
         step = self.cfg.windows.state_s
-        start = self.clock.now()
-        if isinstance(self.clock, WallClock):
-            start = start - start % step  # live windows align to the wall clock (:00, :10, ...)
+        if isinstance(self.clock, ScaledClock):
+            start = self.clock.origin  # a replay's windows start with the session
+        else:
+            start = self.clock.now()
+            start -= start % step  # live windows align to the wall clock (:00, :10, ...)
         while True:
             end = start + step
             if self.until is not None and end > self.until + 1e-6:
@@ -242,14 +251,17 @@ class Agent:
                 n: {"state": s.state, "failures": s.failures, "restarts": s.restarts}
                 for n, s in self.supervisor.states.items()
             },
-            "sources": {s.name: {"events": s.status.events, "age_s": _r(s.status.age())} for s in self.sources},
+            "sources": {
+                s.name: {"events": s.status.events, "age_s": _r(s.status.age())}
+                for s in self.sources
+            },
             "healthy": self.health.healthy(),
         }
 
     async def _stats(self) -> None:
         last_status = ""
         while True:
-            await asyncio.sleep(STATS_EVERY_S)
+            await asyncio.sleep(self.cfg.publish.stats_interval_s)
             assert self.publisher is not None and self.outbox is not None
             self.outbox.enforce_bounds()
             await self.publisher.publish_now("stats", json.dumps(self.stats()).encode())

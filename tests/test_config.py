@@ -24,7 +24,11 @@ BAD_CONFIGS = {
     "unknown-key": ("mqtt:\n  brokr: mqtt://x\n", ":2:3:", "mqtt.brokr: unknown key"),
     "wrong-type": ("windows:\n  state_s: often\n", ":2:12:", "windows.state_s"),
     "bad-broker-url": ("mqtt:\n  broker: http://example.org\n", ":2:11:", "mqtt.broker"),
-    "nested-wrong-type": ("mqtt:\n  outbox:\n    max_messages: lots\n", ":3:19:", "mqtt.outbox.max_messages"),
+    "nested-wrong-type": (
+        "mqtt:\n  outbox:\n    max_messages: lots\n",
+        ":3:19:",
+        "mqtt.outbox.max_messages",
+    ),
 }
 
 
@@ -34,7 +38,9 @@ def test_bad_config_exit_2_with_line_and_key(tmp_path: Path, name: str) -> None:
     path = tmp_path / f"{name}.yaml"
     path.write_text(text)
     for args in (["check-config", str(path)], ["run", "-c", str(path)]):
-        proc = subprocess.run(agent_cmd(*args), capture_output=True, text=True, cwd=ROOT, timeout=60)
+        proc = subprocess.run(
+            agent_cmd(*args), capture_output=True, text=True, cwd=ROOT, timeout=60
+        )
         assert proc.returncode == 2, proc.stderr
         assert f"{path}{where}" in proc.stderr, proc.stderr
         assert what in proc.stderr
@@ -43,7 +49,10 @@ def test_bad_config_exit_2_with_line_and_key(tmp_path: Path, name: str) -> None:
 
 def test_missing_file_exit_2(tmp_path: Path) -> None:
     proc = subprocess.run(
-        agent_cmd("check-config", str(tmp_path / "nope.yaml")), capture_output=True, text=True, timeout=60
+        agent_cmd("check-config", str(tmp_path / "nope.yaml")),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "nope.yaml: no such file" in proc.stderr
@@ -51,7 +60,9 @@ def test_missing_file_exit_2(tmp_path: Path) -> None:
 
 
 def test_bad_broker_on_command_line_exit_2() -> None:
-    proc = subprocess.run(agent_cmd("demo", "--broker", "tcp:/x"), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        agent_cmd("demo", "--broker", "tcp:/x"), capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2
     assert "bad broker URL" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -65,7 +76,10 @@ def test_all_errors_reported_at_once() -> None:
     assert problems[0].startswith("c.yaml:2:9: device.name:")
     assert any(p.startswith("c.yaml:4:16: mqtt.keepalive_s:") and "(got -1)" in p for p in problems)
     assert any(p.startswith("c.yaml:5:8: mqtt.qos:") for p in problems)
-    assert any(p.startswith("c.yaml:6:1: extra: unknown key; expected one of: device, mqtt") for p in problems)
+    assert any(
+        p.startswith("c.yaml:6:1: extra: unknown key; expected one of: device, mqtt")
+        for p in problems
+    )
 
 
 def test_duplicate_key_is_an_error() -> None:
@@ -92,7 +106,10 @@ def test_shipped_configs_are_valid() -> None:
     assert demo.privacy.consent is True
     # relative paths are taken relative to the file
     assert demo.sources.replay is not None
-    assert Path(demo.sources.replay.session).resolve() == (ROOT / "agent" / "sessions" / "demo").resolve()
+    assert (
+        Path(demo.sources.replay.session).resolve()
+        == (ROOT / "agent" / "sessions" / "demo").resolve()
+    )
 
 
 def test_example_documents_every_option() -> None:
@@ -137,13 +154,17 @@ def test_broker_urls(url: str, host: str, port: int, tls: bool) -> None:
     assert (addr.host, addr.port, addr.tls) == (host, port, tls)
 
 
-@pytest.mark.parametrize("url", ["http://x", "mqtt://", "mqtt://h:99999", "mqtt://h/path", "h:1883"])
+@pytest.mark.parametrize(
+    "url", ["http://x", "mqtt://", "mqtt://h:99999", "mqtt://h/path", "h:1883"]
+)
 def test_bad_broker_urls(url: str) -> None:
     with pytest.raises(ValueError):
         parse_broker_url(url)
 
 
-def test_secret_from_env_file_and_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_from_env_file_and_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "pw").write_text("from-file\n")
     creds = tmp_path / "creds"
     creds.mkdir()
@@ -151,7 +172,8 @@ def test_secret_from_env_file_and_credential(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("MQTT_PW", "from-env")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     cfg = parse_config(
-        f"mqtt:\n  password: {{file: {tmp_path / 'pw'}}}\n  tls:\n    key_password: {{env: MQTT_PW}}\n"
+        f"mqtt:\n  password: {{file: {tmp_path / 'pw'}}}\n"
+        "  tls:\n    key_password: {env: MQTT_PW}\n"
     )
     assert resolve_secret(cfg.mqtt.password) == "from-file"
     assert resolve_secret(cfg.mqtt.tls.key_password) == "from-env"
@@ -162,7 +184,9 @@ def test_secret_from_env_file_and_credential(tmp_path: Path, monkeypatch: pytest
 
 def test_missing_secret_is_a_located_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    with pytest.raises(ConfigError, match=r"c.yaml:3:13: mqtt.password: credential 'pw'.*LoadCredential"):
+    with pytest.raises(
+        ConfigError, match=r"c.yaml:3:13: mqtt.password: credential 'pw'.*LoadCredential"
+    ):
         parse_config("mqtt:\n  username: u\n  password: {credential: pw}\n", "c.yaml")
     with pytest.raises(ConfigError, match=r"exactly one of env, file or credential"):
         parse_config("mqtt:\n  password: {env: A, file: /b}\n", "c.yaml")

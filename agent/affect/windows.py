@@ -10,8 +10,10 @@ z-scored against the wearer's own resting baseline (the first `baseline_windows`
 with enough evidence), with the directions the literature agrees on: heart rate up,
 RMSSD down (vagal withdrawal) and skin-conductance level up all mean higher arousal
 (Kreibig 2010, Biol. Psychol. 84:394; Boucsein 2012, Electrodermal Activity).
-arousal = tanh(mean z / 2) in [-1, 1]; stress = logistic(mean of the HR and RMSSD
-z-scores) in [0, 1], leaning on HRV as stress studies do (Kim et al. 2018, Psychiatry
+Spreads are floored (5 bpm, 10 ms, 0.5 µS) so a very steady baseline does not turn noise
+into alarm. arousal = tanh(mean z / 3) in [-1, 1]; stress = logistic(mean of the HR and
+RMSSD z-scores - 1) in [0, 1] (0.27 at baseline, 0.5 one spread above), leaning on HRV
+as stress studies do (Kim et al. 2018, Psychiatry
 Investig. 15:235). Valence and the discrete emotion need the face and stay null until
 the vision pipeline contributes them.
 """
@@ -65,7 +67,11 @@ class WindowState:
             "v": PAYLOAD_VERSION,
             "device": device,
             "ts": iso(self.end),
-            "window": {"start": iso(self.start), "end": iso(self.end), "seconds": self.end - self.start},
+            "window": {
+                "start": iso(self.start),
+                "end": iso(self.end),
+                "seconds": round(self.end - self.start, 3),
+            },
             "status": self.status,
             "valence": None,
             "arousal": _round(self.arousal),
@@ -107,7 +113,9 @@ class _Baseline:
 class WindowAggregator:
     """Collects events between window closes (an `EvidenceSink`)."""
 
-    def __init__(self, min_beats: int = 5, min_eda_s: float = 5.0, baseline_windows: int = 6) -> None:
+    def __init__(
+        self, min_beats: int = 5, min_eda_s: float = 5.0, baseline_windows: int = 6
+    ) -> None:
         self.min_beats = min_beats
         self.min_eda_s = min_eda_s
         self._ev = _Evidence()
@@ -156,7 +164,8 @@ class WindowAggregator:
             return WindowState(start, end, "insufficient_data", (), evidence, vitals=vitals)
 
         zs: dict[str, float] = {}
-        floors = {"hr_bpm": 2.0, "rmssd_ms": 3.0, "scl_us": 0.1}  # below these spreads, noise
+        # spreads below these are measurement noise, not a person's variability
+        floors = {"hr_bpm": 5.0, "rmssd_ms": 10.0, "scl_us": 0.5}
         signs = {"hr_bpm": 1.0, "rmssd_ms": -1.0, "scl_us": 1.0}
         for key, value in vitals.items():
             if value is None:
@@ -168,9 +177,9 @@ class WindowAggregator:
         if not zs:
             return WindowState(start, end, "calibrating", modalities, evidence, vitals=vitals)
 
-        arousal = math.tanh(float(np.mean(list(zs.values()))) / 2.0)
+        arousal = math.tanh(float(np.mean(list(zs.values()))) / 3.0)
         heart_z = [zs[k] for k in ("hr_bpm", "rmssd_ms") if k in zs]
-        stress = 1.0 / (1.0 + math.exp(-float(np.mean(heart_z)))) if heart_z else None
+        stress = 1.0 / (1.0 + math.exp(1.0 - float(np.mean(heart_z)))) if heart_z else None
         coverage = len(zs) / 3.0
         quality = min(1.0, rr.size / (3 * self.min_beats)) if heart_ok else 0.5
         confidence = coverage * (0.5 + 0.5 * quality)

@@ -112,7 +112,9 @@ class MqttPublisher:
             if self.stats.connects > connects:  # we did get in: start the backoff afresh
                 delays = self._new_delays()
             delay = next(delays)
-            log.info("reconnecting to MQTT in %.1fs (%d message(s) waiting)", delay, self.outbox.depth())
+            log.info(
+                "reconnecting to MQTT in %.1fs (%d message(s) waiting)", delay, self.outbox.depth()
+            )
             try:
                 await asyncio.wait_for(self._stopping.wait(), delay)
             except TimeoutError:
@@ -182,7 +184,9 @@ class MqttPublisher:
             try:
                 await self._drain(client)
                 # stopping: the backlog was flushed as far as the time allowed
-                await client.publish(self.availability_topic, OFFLINE, qos=1, retain=True, timeout=2)
+                await client.publish(
+                    self.availability_topic, OFFLINE, qos=1, retain=True, timeout=2
+                )
             finally:
                 self._client = None
                 listener.cancel()
@@ -220,8 +224,10 @@ class MqttPublisher:
                 self.stats.published += len(acked)
                 failure = next((r for r in results if isinstance(r, BaseException)), None)
                 if failure is not None:
-                    raise failure if isinstance(failure, aiomqtt.MqttError) else aiomqtt.MqttError(
-                        str(failure)
+                    raise (
+                        failure
+                        if isinstance(failure, aiomqtt.MqttError)
+                        else aiomqtt.MqttError(str(failure))
                     )
                 continue
             if stopping:
