@@ -44,8 +44,12 @@ class Agent:
         on_publish: Callable[[str, dict[str, Any]], None] | None = None,
         stop_at_end: bool = False,
         duration_s: float | None = None,
+        extra_sources: list[Source] | None = None,
     ) -> None:
-        """`stop_at_end`: a replay ends the run when the session (or `duration_s`) ends."""
+        """`stop_at_end`: a replay ends the run when the session (or `duration_s`) ends.
+
+        `extra_sources` run beside the configured ones (embedding, plugins, fault tests).
+        """
         self.cfg = cfg
         self.notifier = notifier or Notifier.from_env()
         self.on_publish = on_publish
@@ -60,6 +64,7 @@ class Agent:
         self.lag = LoopLagMonitor()
         self.clock: Clock = WallClock()
         self.sources: list[Source] = []
+        self._extra_sources = list(extra_sources or [])
         self.until: float | None = None
         self.states_made = 0
         self.states_withheld = 0
@@ -73,7 +78,8 @@ class Agent:
     def _build_sources(self) -> None:
         replay = self.cfg.sources.replay
         if replay is None:
-            log.warning("no sources configured: states will say insufficient_data")
+            if not self._extra_sources:
+                log.warning("no sources configured: states will say insufficient_data")
             return
         from agent.sources.replay import replay_sources
         from agent.sources.session import load_session
@@ -104,10 +110,12 @@ class Agent:
     # -- main -----------------------------------------------------------------------------
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        handled = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
-            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                handled.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 pass
         ob = self.cfg.mqtt.outbox
         self.outbox = Outbox(
@@ -116,6 +124,7 @@ class Agent:
         if self.outbox.depth():
             log.info("outbox holds %d message(s) from before; they go first", self.outbox.depth())
         self._build_sources()
+        self.sources += self._extra_sources
         self.publisher = MqttPublisher(self.cfg, self.outbox)
         sup = self.supervisor
         try:
@@ -140,6 +149,8 @@ class Agent:
             await self._stop.wait()
         finally:
             await self._shutdown()
+            for sig in handled:
+                loop.remove_signal_handler(sig)
         return 0
 
     async def _wait_connected(self) -> bool:
