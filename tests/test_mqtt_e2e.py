@@ -221,3 +221,29 @@ def test_outbox_file_location(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "state" / "outbox.sqlite3").exists()
+
+
+def test_idle_disconnect_is_noticed_and_online_republished(
+    broker: Broker, tmp_path: Path, subscriber_factory
+) -> None:
+    """With no state due for a minute, a broker restart is still noticed: the agent
+    reconnects by itself and announces `online` again."""
+    cfg = write_config(
+        tmp_path,
+        broker.url,
+        speed=1,
+        more="windows: {state_s: 600}\npublish: {stats_interval_s: 1}",
+    )
+    agent = subprocess.Popen(agent_cmd("run", "-c", str(cfg)), stderr=subprocess.PIPE, text=True)
+    try:
+        sub = subscriber_factory(broker.port, "emotion-agent/testdev/stats", client_id="idle-1")
+        assert sub.wait_for(lambda m: len(m) >= 1)
+        sub.close()
+        broker.stop()
+        time.sleep(1.0)
+        broker.start()
+        sub2 = subscriber_factory(broker.port, "emotion-agent/testdev/stats", client_id="idle-2")
+        assert sub2.wait_for(lambda m: any(json.loads(p)["mqtt"]["connects"] >= 2 for _, p, _ in m))
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(15) == 0

@@ -180,17 +180,31 @@ class MqttPublisher:
                 await client.subscribe(f"{self.prefix}/set/#", qos=1)
             self._connected.set()
             self._client = client
+            # The listener ends (with MqttError) when the connection drops, even while the
+            # outbox is idle, so a silent disconnect is noticed without waiting for a publish.
             listener = asyncio.create_task(self._listen(client))
+            drainer = asyncio.create_task(self._drain(client))
             try:
-                await self._drain(client)
+                await asyncio.wait({listener, drainer}, return_when=asyncio.FIRST_COMPLETED)
+                if not drainer.done():
+                    drainer.cancel()
+                    await asyncio.gather(drainer, return_exceptions=True)
+                    exc = listener.exception() if not listener.cancelled() else None
+                    raise (
+                        exc
+                        if isinstance(exc, aiomqtt.MqttError)
+                        else aiomqtt.MqttError(f"connection lost ({exc or 'message stream ended'})")
+                    )
+                drainer.result()  # raises what ended the drain
                 # stopping: the backlog was flushed as far as the time allowed
                 await client.publish(
                     self.availability_topic, OFFLINE, qos=1, retain=True, timeout=2
                 )
             finally:
                 self._client = None
-                listener.cancel()
-                await asyncio.gather(listener, return_exceptions=True)
+                for task in (listener, drainer):
+                    task.cancel()
+                await asyncio.gather(listener, drainer, return_exceptions=True)
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
