@@ -81,11 +81,16 @@ class Subscriber:
         self.client = paho.Client(
             paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
+        self.subscribed = threading.Event()
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+        # the broker must know the subscription before a test publishes or stops it
+        if not self.subscribed.wait(10):
+            raise RuntimeError(f"subscription to {topic!r} not acknowledged")
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         with self.lock:

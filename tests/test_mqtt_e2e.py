@@ -171,7 +171,6 @@ def test_broker_outage_loses_nothing_and_keeps_order(
 ) -> None:
     # 300 s of session at 20x: a state every 0.5 s for 15 s, 30 in all
     sub = subscriber_factory(broker.port, "emotion-agent/testdev/state", client_id="outage-sub")
-    assert sub.wait_for(lambda m: True)
     agent = subprocess.Popen(
         replay_cmd(broker.url, 300, speed=20), stderr=subprocess.PIPE, text=True
     )
@@ -196,7 +195,6 @@ def test_agent_restart_with_nonempty_outbox_drains_in_order(
     broker: Broker, tmp_path: Path, subscriber_factory, replay_cmd
 ) -> None:
     sub = subscriber_factory(broker.port, "emotion-agent/testdev/state", client_id="restart-sub")
-    assert sub.wait_for(lambda m: True)
     broker.stop()
     first = subprocess.run(replay_cmd(broker.url, 100), capture_output=True, text=True, timeout=90)
     assert first.returncode == 0, first.stderr
