@@ -128,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--broker", type=_broker, metavar="URL", help="override mqtt.broker")
 
+    sc = sub.add_parser("scan", help="list nearby heart-rate straps and configured EDA sensors")
+    sc.add_argument("--seconds", type=_positive, default=10.0, help="how long to listen (10)")
+    sc.add_argument("-c", "--config", metavar="FILE", help="for the EDA decoder and adapter")
+    sc.add_argument("--adapter", metavar="hciN", help="Bluetooth adapter (default: BlueZ's)")
+    sc.add_argument("--all", action="store_true", help="list every advertising device")
+    sc.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     d = sub.add_parser(
         "demo", help="replay the bundled synthetic session to a broker and show what is published"
     )
@@ -184,6 +191,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(cfg, stop_at_end=True, duration=args.duration, echo=True)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "scan":
+        return _scan(args)
     raise _Usage(f"unknown command {args.command}")
 
 
@@ -225,6 +234,38 @@ def _report(agent: Any) -> None:
             f"published. Start one (e.g. `mosquitto -p 1883`) or pass --broker mqtt://HOST:PORT.",
             file=sys.stderr,
         )
+
+
+def _scan(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agent.sources.ble import scan
+
+    setup_logging(args.log_level or "warning")
+    cfg = _load(args.config) if args.config else AgentConfig()
+    adapter = args.adapter or (cfg.sources.heart.adapter if cfg.sources.heart else None)
+    eda = [cfg.sources.eda] if cfg.sources.eda else []
+    try:
+        rows = asyncio.run(scan(args.seconds, adapter, eda, args.all))
+    except Exception as exc:  # no adapter, BlueZ not running, no permission: say which
+        print(
+            f"emotion-agent: Bluetooth scan failed: {type(exc).__name__}: {exc}\n"
+            "Is bluetoothd running (systemctl status bluetooth) and the adapter powered "
+            "(bluetoothctl power on)?",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no heart-rate strap or configured EDA sensor heard in {args.seconds:g} s")
+        return 0
+    print(f"{'address':<18} {'rssi':>5}  {'kinds':<10} name")
+    for row in rows:
+        kinds = ",".join(row["kinds"]) or "-"
+        print(f"{row['address']:<18} {row['rssi']:>5}  {kinds:<10} {row['name'] or ''}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

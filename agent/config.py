@@ -23,6 +23,9 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.sources.ble_config import EdaSourceConfig, HeartSourceConfig
+from agent.sources.camera import CameraSourceConfig
+
 DEFAULT_STATE_DIR = "/var/lib/emotion-agent"
 
 
@@ -219,7 +222,19 @@ class ReplayConfig(Model):
 
 class SourcesConfig(Model):
     replay: ReplayConfig | None = _field(
-        None, "Session replay", "Play a recorded session through the live sources' interfaces."
+        None,
+        "Session replay",
+        "Play a recorded session through the live sources' interfaces. When set, it replaces "
+        "the live heart, eda and camera sources.",
+    )
+    heart: HeartSourceConfig | None = _field(
+        None, "Heart-rate strap", "A Bluetooth LE Heart Rate Service strap (RR intervals)."
+    )
+    eda: EdaSourceConfig | None = _field(
+        None, "EDA sensor", "A Bluetooth LE skin-conductance sensor with a configured decoder."
+    )
+    camera: CameraSourceConfig | None = _field(
+        None, "Camera", "The Pi camera (picamera2) or a USB webcam, for facial expression."
     )
     stale_after_s: float = _field(
         30.0, "Stale after", "A source silent for this long marks the agent unhealthy.", gt=0

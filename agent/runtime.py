@@ -78,9 +78,15 @@ class Agent:
     def _build_sources(self) -> None:
         replay = self.cfg.sources.replay
         if replay is None:
-            if not self._extra_sources:
+            self._build_live_sources()
+            if not self.sources and not self._extra_sources:
                 log.warning("no sources configured: states will say insufficient_data")
             return
+        live = [n for n in ("heart", "eda", "camera") if getattr(self.cfg.sources, n) is not None]
+        if live:
+            log.warning(
+                "sources.replay is set: the live %s source(s) are not used", ", ".join(live)
+            )
         from agent.sources.replay import replay_sources
         from agent.sources.session import load_session
 
@@ -103,6 +109,21 @@ class Agent:
             "synthetic" if session.synthetic else "recorded",
             replay.speed,
         )
+
+    def _build_live_sources(self) -> None:
+        src = self.cfg.sources
+        if src.heart is not None or src.eda is not None:
+            from agent.sources.ble import BleEdaSource, BleHeartSource, BleScanner
+
+            scanner = BleScanner()  # one scanner for the agent: BlueZ copes badly with more
+            if src.heart is not None:
+                self.sources.append(BleHeartSource(src.heart, scanner))
+            if src.eda is not None:
+                self.sources.append(BleEdaSource(src.eda, scanner))
+        if src.camera is not None:
+            from agent.sources.camera import camera_source
+
+            self.sources.append(camera_source(src.camera, clock=self.clock))
 
     def request_stop(self) -> None:
         self._stop.set()

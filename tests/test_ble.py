@@ -347,3 +347,21 @@ def test_missing_device_is_reported_then_found(fake_bluez: FakeBluez) -> None:
             await wait_for(connected(source))
 
     asyncio.run(main())
+
+
+def test_scan_command_prints_the_strap(fake_bluez: FakeBluez) -> None:
+    import json
+    import subprocess
+    import sys
+
+    fake_bluez.add_device(strap())
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "scan", "--seconds", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["address"] for r in rows] == [STRAP]
+    assert rows[0]["kinds"] == ["heart"]
