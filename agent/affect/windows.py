@@ -107,7 +107,8 @@ class _Baseline:
 
     def z(self, key: str, value: float, floor: float) -> float:
         values = np.asarray(self.samples[key])
-        return float((value - values.mean()) / max(values.std(ddof=1), floor))
+        spread = values.std(ddof=1) if values.size > 1 else 0.0
+        return float((value - values.mean()) / max(spread, floor))
 
 
 class WindowAggregator:
