@@ -260,6 +260,59 @@ class WindowsConfig(Model):
         "Windows that form the wearer's resting baseline before arousal is given.",
         ge=1,
     )
+    hrv_window_s: float = _field(
+        60.0,
+        "HRV window",
+        "Heart features use the RR of this many seconds up to each window's end.",
+        ge=10,
+    )
+    eda_window_s: float = _field(
+        60.0,
+        "EDA window",
+        "Skin features use the samples of this many seconds up to each window's end.",
+        ge=10,
+    )
+    max_corrected_fraction: float = _field(
+        0.2,
+        "Maximum corrected beats",
+        "Above this fraction of corrected RR intervals, heart evidence is rejected.",
+        ge=0,
+        le=1,
+    )
+    gap_tolerance_s: float = _field(
+        0.5,
+        "Gap tolerance",
+        "BLE delivery jitter tolerated before a notification counts as dropped (splits RR).",
+        gt=0,
+    )
+    scr_min_amplitude_us: float = _field(
+        0.01,
+        "SCR threshold",
+        "Absolute amplitude (µS) a skin-conductance response must reach to count.",
+        gt=0,
+    )
+
+
+class ModelsConfig(Model):
+    runtime: Literal["auto", "tflite-runtime", "ai-edge-litert"] = _field(
+        "auto",
+        "Runtime",
+        "TFLite runtime; auto: the first that imports (tflite-runtime, then ai-edge-litert).",
+    )
+    num_threads: int = _field(1, "Threads", "Threads per interpreter.", ge=1, le=8)
+    face_detector: str | None = _field(
+        None,
+        "Face detector",
+        "BlazeFace .tflite; default: face_detection_short_range.tflite in the models folder.",
+    )
+    expression: str | None = _field(
+        None,
+        "Expression model",
+        "Int8 expression classifier; default: the one models/MODELS.md marks default.",
+    )
+    min_face_px: float = _field(
+        24.0, "Smallest face", "Faces narrower than this (frame pixels) are ignored.", ge=0
+    )
 
 
 class PrivacyConfig(Model):
@@ -334,6 +387,7 @@ class AgentConfig(Model):
     mqtt: MqttConfig = _field(MqttConfig(), "MQTT", "The broker and how to publish to it.")
     sources: SourcesConfig = _field(SourcesConfig(), "Sources", "Where evidence comes from.")
     windows: WindowsConfig = _field(WindowsConfig(), "Windows", "How evidence is aggregated.")
+    models: ModelsConfig = _field(ModelsConfig(), "Models", "Face detection and expression models.")
     privacy: PrivacyConfig = _field(PrivacyConfig(), "Privacy", "Consent gates publishing.")
     publish: Annotated[
         PublishConfig, Field(title="Publish", description="What states contain.")
@@ -471,6 +525,8 @@ def _relative_to(cfg: AgentConfig, base: Path) -> AgentConfig:
         fix(tls.cert_file),
         fix(tls.key_file),
     )
+    cfg.models.face_detector = fix(cfg.models.face_detector)
+    cfg.models.expression = fix(cfg.models.expression)
     return cfg
 
 

@@ -48,7 +48,23 @@ class FrameEvent:
     source: str = "camera"
 
 
-Event = HeartEvent | EdaEvent | FrameEvent
+EXPRESSIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+"""The seven expression classes, in FER2013 label order (the order of every probability)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FaceObservation:
+    """What the face stage saw in one frame: per face, the seven expression probabilities
+    (FER2013 order: angry, disgust, fear, happy, sad, surprise, neutral) and a quality in
+    [0, 1]. No pixels, boxes or positions: nothing that could identify or locate anyone."""
+
+    t: float
+    probabilities: tuple[tuple[float, ...], ...]
+    quality: tuple[float, ...]
+    source: str = "faces"
+
+
+Event = HeartEvent | EdaEvent | FrameEvent | FaceObservation
 
 
 class EvidenceSink(Protocol):

@@ -23,15 +23,19 @@ from agent import __version__
 from agent.affect.windows import WindowAggregator, WindowState
 from agent.clock import Clock, ScaledClock, WallClock
 from agent.config import AgentConfig
+from agent.events import EvidenceSink
 from agent.health import Health, LoopLagMonitor, watchdog_loop
 from agent.publish.mqtt import MqttPublisher
 from agent.publish.outbox import Outbox
 from agent.sdnotify import Notifier
 from agent.sources.base import Source
 from agent.supervisor import Supervisor
+from agent.vision.stage import FaceStage
 
 log = logging.getLogger("agent.runtime")
 
+DEFAULT_DETECTOR = "face_detection_short_range.tflite"
+DEFAULT_EXPRESSION = "emotion_minixception_int8.tflite"
 CONNECT_WAIT_S = 10.0  # how long start-up waits for the broker before READY=1 regardless
 
 
@@ -57,9 +61,18 @@ class Agent:
         self.duration_s = duration_s
         self.prefix = cfg.topic_prefix()
         self.supervisor = Supervisor(cfg.sources.restart.initial_s, cfg.sources.restart.max_s)
+        w = cfg.windows
         self.aggregator = WindowAggregator(
-            cfg.windows.min_beats, cfg.windows.min_eda_s, cfg.windows.baseline_windows
+            w.min_beats,
+            w.min_eda_s,
+            w.baseline_windows,
+            w.hrv_window_s,
+            w.eda_window_s,
+            w.max_corrected_fraction,
+            w.gap_tolerance_s,
+            w.scr_min_amplitude_us,
         )
+        self.face_stage: FaceStage | None = None
         self.health = Health()
         self.lag = LoopLagMonitor()
         self.clock: Clock = WallClock()
@@ -123,7 +136,25 @@ class Agent:
         if src.camera is not None:
             from agent.sources.camera import camera_source
 
-            self.sources.append(camera_source(src.camera, clock=self.clock))
+            self.sources.append(camera_source(src.camera, clock=self.clock, ready=self._faces_idle))
+
+    def _faces_idle(self) -> bool:
+        return self.face_stage is None or self.face_stage.idle()
+
+    def _build_face_stage(self) -> FaceStage:
+        from agent.vision.interpreter import models_dir
+
+        m = self.cfg.models
+        stage = FaceStage(
+            self.aggregator,
+            Path(m.face_detector or models_dir() / DEFAULT_DETECTOR),
+            Path(m.expression or models_dir() / DEFAULT_EXPRESSION),
+            runtime=m.runtime,
+            num_threads=m.num_threads,
+            min_face_px=m.min_face_px,
+        )
+        log.info("face analysis on %s (%s)", stage.stats.runtime, ", ".join(stage.model_names))
+        return stage
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -146,13 +177,17 @@ class Agent:
             log.info("outbox holds %d message(s) from before; they go first", self.outbox.depth())
         self._build_sources()
         self.sources += self._extra_sources
+        sink: EvidenceSink = self.aggregator
+        if any(s.name == "camera" for s in self.sources):
+            self.face_stage = self._build_face_stage()  # a bad model fails here, before READY
+            sink = self.face_stage
         self.publisher = MqttPublisher(self.cfg, self.outbox)
         sup = self.supervisor
         try:
             sup.start("mqtt", self.publisher.run)
             sup.start("loop-lag", self.lag.run)
             for source in self.sources:
-                sup.start(source.name, lambda s=source: s.run(self.aggregator))
+                sup.start(source.name, lambda s=source: s.run(sink))
                 self.health.add_source(
                     source.name,
                     source.status,
@@ -213,6 +248,8 @@ class Agent:
             if task is not None:
                 await asyncio.wait({task}, timeout=max(0.1, deadline - time.monotonic()))
         await self.supervisor.stop(None, timeout=1.0)
+        if self.face_stage is not None:
+            await self.face_stage.close()
         self.final_stats = self.stats()
         if self.outbox is not None:
             left = self.outbox.depth()
@@ -283,6 +320,7 @@ class Agent:
                 n: {"state": s.state, "failures": s.failures, "restarts": s.restarts}
                 for n, s in self.supervisor.states.items()
             },
+            "faces": None if self.face_stage is None else vars(self.face_stage.stats),
             "sources": {
                 s.name: {"events": s.status.events, "age_s": _r(s.status.age())}
                 for s in self.sources

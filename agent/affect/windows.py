@@ -1,36 +1,50 @@
 """Aggregation windows: raw evidence in, one aggregated state per window out.
 
 This is where raw data stops. `WindowAggregator.put` receives events (it is the sources'
-`EvidenceSink`); `close(start, end)` reduces what arrived in [start, end) to numbers and
-forgets the raw samples. The resulting `WindowState.payload()` is the only thing the
-publishing side ever sees.
+`EvidenceSink`); `close(start, end)` reduces them to numbers. Physiology is analysed over
+a sliding window ending at `end` (RR over `hrv_window_s`, EDA over `eda_window_s`), faces
+over the state window itself; samples older than the sliding windows are forgotten.
+`WindowState.payload()` is the only thing the publishing side ever sees.
 
-Physiological arousal here is deliberately simple and documented: each signal is
-z-scored against the wearer's own resting baseline (the first `baseline_windows` windows
-with enough evidence), with the directions the literature agrees on: heart rate up,
-RMSSD down (vagal withdrawal) and skin-conductance level up all mean higher arousal
-(Kreibig 2010, Biol. Psychol. 84:394; Boucsein 2012, Electrodermal Activity).
-Spreads are floored (5 bpm, 10 ms, 0.5 µS) so a very steady baseline does not turn noise
-into alarm. arousal = tanh(mean z / 3) in [-1, 1]; stress = logistic(mean of the HR and
-RMSSD z-scores - 1) in [0, 1] (0.27 at baseline, 0.5 one spread above), leaning on HRV
-as stress studies do (Kim et al. 2018, Psychiatry
-Investig. 15:235). Valence and the discrete emotion need the face and stay null until
-the vision pipeline contributes them.
+Heart: RR intervals are cleaned (`agent.physio.rr.clean_rr`: range filter, gaps from
+dropped notifications split the series, Lipponen-Tarvainen correction); a window whose
+corrected fraction exceeds `max_corrected_fraction` gives no heart evidence.
+Skin: `agent.physio.eda.eda_features`; a flat or contact-lost signal gives none.
+
+Physiological arousal is each signal z-scored against the wearer's own resting baseline
+(the first `baseline_windows` windows with that signal), with the directions the
+literature agrees on: heart rate up, RMSSD down (vagal withdrawal), skin-conductance
+level up and responses more frequent all mean higher arousal (Kreibig 2010, Biol.
+Psychol. 84:394; Boucsein 2012, Electrodermal Activity). Spreads are floored (5 bpm,
+10 ms, 0.5 µS, 2 /min) so a steady baseline does not turn noise into alarm.
+physio arousal = tanh(mean z / 3); stress = logistic(mean of the HR and RMSSD z - 1),
+0.27 at baseline and 0.5 one spread above (HRV is the stress marker of choice: Kim et al.
+2018, Psychiatry Investig. 15:235).
+
+Faces: the quality-weighted mean expression gives valence and arousal on the circumplex
+(`agent.affect.circumplex`) and the discrete emotion (its most probable class).
+Arousal combines face and physiology weighted by their confidence.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from agent.events import EdaEvent, Event, FrameEvent, HeartEvent
-from agent.physio.hrv import mean_hr, plausible_rr, rmssd
+from agent.affect.circumplex import mean_expression, valence_arousal
+from agent.events import EXPRESSIONS, EdaEvent, Event, FaceObservation, FrameEvent, HeartEvent
+from agent.physio.eda import eda_features
+from agent.physio.hrv import hrv_features
+from agent.physio.rr import clean_rr
 
 PAYLOAD_VERSION = 1
+FLOORS = {"hr_bpm": 5.0, "rmssd_ms": 10.0, "scl_us": 0.5, "scr_per_min": 2.0}
+SIGNS = {"hr_bpm": 1.0, "rmssd_ms": -1.0, "scl_us": 1.0, "scr_per_min": 1.0}
 
 
 def iso(t: float) -> str:
@@ -38,15 +52,8 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass
-class _Evidence:
-    rr_ms: list[float] = field(default_factory=list)
-    hr_reported: list[int] = field(default_factory=list)
-    notifications: int = 0
-    no_contact: int = 0
-    eda: list[float] = field(default_factory=list)
-    eda_seconds: float = 0.0
-    frames: int = 0
+def _round(x: float | None, nd: int = 3) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), nd)
 
 
 @dataclass(frozen=True)
@@ -56,8 +63,10 @@ class WindowState:
     status: str  # ok | calibrating | insufficient_data
     modalities: tuple[str, ...]
     evidence: dict[str, float]
+    valence: float | None = None
     arousal: float | None = None
     stress: float | None = None
+    emotion: str | None = None
     confidence: float | None = None
     vitals: dict[str, float | None] = field(default_factory=dict)
 
@@ -73,10 +82,10 @@ class WindowState:
                 "seconds": round(self.end - self.start, 3),
             },
             "status": self.status,
-            "valence": None,
+            "valence": _round(self.valence),
             "arousal": _round(self.arousal),
             "stress": _round(self.stress),
-            "emotion": None,
+            "emotion": self.emotion,
             "confidence": _round(self.confidence),
             "modalities": list(self.modalities),
             "evidence": self.evidence,
@@ -86,104 +95,186 @@ class WindowState:
         return body
 
 
-def _round(x: float | None, nd: int = 3) -> float | None:
-    return None if x is None else round(float(x), nd)
-
-
 @dataclass
 class _Baseline:
-    """Mean and spread of each signal over the first calibrated windows."""
+    """Mean and spread of each signal over the first windows that had it."""
 
     needed: int
     samples: dict[str, list[float]] = field(default_factory=dict)
 
-    def ready(self, key: str) -> bool:
-        return len(self.samples.get(key, ())) >= self.needed
-
-    def add(self, key: str, value: float) -> None:
+    def z(self, key: str, value: float) -> float | None:
+        """The z-score against the baseline, or None while the baseline is forming."""
         values = self.samples.setdefault(key, [])
         if len(values) < self.needed:
             values.append(value)
+            return None
+        arr = np.asarray(values)
+        spread = arr.std(ddof=1) if arr.size > 1 else 0.0
+        return SIGNS[key] * float((value - arr.mean()) / max(spread, FLOORS[key]))
 
-    def z(self, key: str, value: float, floor: float) -> float:
-        values = np.asarray(self.samples[key])
-        spread = values.std(ddof=1) if values.size > 1 else 0.0
-        return float((value - values.mean()) / max(spread, floor))
+
+@dataclass
+class _Window:
+    notifications: int = 0
+    no_contact: int = 0
+    eda_seconds: float = 0.0
+    frames: int = 0
+    face_probs: list[tuple[float, ...]] = field(default_factory=list)
+    face_quality: list[float] = field(default_factory=list)
 
 
 class WindowAggregator:
     """Collects events between window closes (an `EvidenceSink`)."""
 
     def __init__(
-        self, min_beats: int = 5, min_eda_s: float = 5.0, baseline_windows: int = 6
+        self,
+        min_beats: int = 5,
+        min_eda_s: float = 5.0,
+        baseline_windows: int = 6,
+        hrv_window_s: float = 60.0,
+        eda_window_s: float = 60.0,
+        max_corrected_fraction: float = 0.2,
+        gap_tolerance_s: float = 0.5,
+        scr_min_amplitude_us: float = 0.01,
     ) -> None:
         self.min_beats = min_beats
         self.min_eda_s = min_eda_s
-        self._ev = _Evidence()
+        self.hrv_window_s = hrv_window_s
+        self.eda_window_s = eda_window_s
+        self.max_corrected_fraction = max_corrected_fraction
+        self.gap_tolerance_s = gap_tolerance_s
+        self.scr_min_amplitude_us = scr_min_amplitude_us
+        self._win = _Window()
+        self._rr: deque[tuple[float, float]] = deque()  # (arrival t, RR ms)
+        self._eda: deque[tuple[float, float, float]] = deque()  # (t, µS, rate)
         self._baseline = _Baseline(baseline_windows)
-        self.counts: dict[str, int] = {"heart": 0, "eda": 0, "camera": 0}
+        self.counts: dict[str, int] = {"heart": 0, "eda": 0, "camera": 0, "faces": 0}
 
     def put(self, event: Event) -> None:
-        ev = self._ev
+        w = self._win
         if isinstance(event, HeartEvent):
             self.counts["heart"] += 1
-            ev.notifications += 1
+            w.notifications += 1
             if event.contact is False:
-                ev.no_contact += 1  # RR measured without skin contact is noise
+                w.no_contact += 1  # RR measured without skin contact is noise
                 return
-            ev.hr_reported.append(event.hr_bpm)
-            ev.rr_ms.extend(event.rr_ms)
+            self._rr.extend((event.t, rr) for rr in event.rr_ms)
         elif isinstance(event, EdaEvent):
             self.counts["eda"] += 1
-            ev.eda.extend(event.microsiemens)
-            ev.eda_seconds += len(event.microsiemens) / event.rate_hz
+            step = 1.0 / event.rate_hz
+            self._eda.extend(
+                (event.t + i * step, v, event.rate_hz) for i, v in enumerate(event.microsiemens)
+            )
+            w.eda_seconds += len(event.microsiemens) * step
         elif isinstance(event, FrameEvent):
             self.counts["camera"] += 1
-            ev.frames += 1
+            w.frames += 1
+        elif isinstance(event, FaceObservation):
+            self.counts["faces"] += len(event.quality)
+            w.face_probs.extend(event.probabilities)
+            w.face_quality.extend(event.quality)
+
+    # -- analysis ---------------------------------------------------------------------
+    def _heart(self, start: float, end: float) -> tuple[dict[str, float | None], int, float | None]:
+        """HRV over the sliding window: (vitals, beats in this window, corrected fraction)."""
+        while self._rr and self._rr[0][0] < end - self.hrv_window_s:
+            self._rr.popleft()
+        recent = [(t, rr) for t, rr in self._rr if t < end]
+        beats = sum(1 for t, _ in recent if t >= start)
+        if len(recent) < self.min_beats or beats == 0:
+            return {}, beats, None
+        t, rr = np.array(recent).T
+        cleaned = clean_rr(rr, t, self.max_corrected_fraction, gap_tolerance_s=self.gap_tolerance_s)
+        if cleaned.rejected or cleaned.rr_ms.size < self.min_beats:
+            return {}, beats, cleaned.corrected_fraction
+        f = hrv_features(cleaned.rr_ms, segments=cleaned.segments)
+        return (
+            {"hr_bpm": f.mean_hr, "rmssd_ms": f.rmssd, "sdnn_ms": f.sdnn},
+            beats,
+            (cleaned.corrected_fraction),
+        )
+
+    def _skin(self, end: float) -> dict[str, float | None]:
+        while self._eda and self._eda[0][0] < end - self.eda_window_s:
+            self._eda.popleft()
+        recent = [(v, r) for t, v, r in self._eda if t < end]
+        if not recent or len(recent) / recent[-1][1] < self.min_eda_s:
+            return {}
+        values = np.array([v for v, _ in recent])
+        f = eda_features(values, recent[-1][1], scr_min_amplitude_us=self.scr_min_amplitude_us)
+        if f.flat or f.contact_lost or f.scl_mean_us is None:
+            return {}
+        return {"scl_us": f.scl_mean_us, "scr_per_min": f.scr_rate_per_min}
 
     def close(self, start: float, end: float) -> WindowState:
-        """Reduce the window's evidence to a state and discard the raw samples."""
-        ev, self._ev = self._ev, _Evidence()
-        rr = plausible_rr(ev.rr_ms)
-        heart_ok = rr.size >= self.min_beats
-        eda_ok = ev.eda_seconds >= self.min_eda_s and len(ev.eda) > 0
+        """Reduce the evidence up to `end` to a state; forget what no window needs any more."""
+        w, self._win = self._win, _Window()
+        heart, beats, corrected = self._heart(start, end)
+        skin = self._skin(end) if w.eda_seconds > 0 else {}
+        expression = mean_expression(w.face_probs, w.face_quality)
         evidence = {
-            "beats": int(rr.size),
-            "heart_notifications": ev.notifications,
-            "eda_seconds": round(ev.eda_seconds, 2),
-            "frames": ev.frames,
-            "faces": 0,
+            "beats": beats,
+            "heart_notifications": w.notifications,
+            "corrected_beats": _round(corrected),
+            "eda_seconds": round(w.eda_seconds, 2),
+            "frames": w.frames,
+            "faces": len(w.face_quality),
         }
-        vitals: dict[str, float | None] = {"hr_bpm": None, "rmssd_ms": None, "scl_us": None}
-        if heart_ok:
-            vitals["hr_bpm"] = mean_hr(rr)
-            vitals["rmssd_ms"] = rmssd(rr)
-        if eda_ok:
-            vitals["scl_us"] = float(np.mean(ev.eda))
-        modalities = tuple(m for m, ok in (("heart", heart_ok), ("eda", eda_ok)) if ok)
+        vitals = {**heart, **skin}
+        modalities = tuple(
+            m
+            for m, ok in (
+                ("face", expression is not None),
+                ("heart", bool(heart)),
+                ("eda", bool(skin)),
+            )
+            if ok
+        )
         if not modalities:
             return WindowState(start, end, "insufficient_data", (), evidence, vitals=vitals)
 
-        zs: dict[str, float] = {}
-        # spreads below these are measurement noise, not a person's variability
-        floors = {"hr_bpm": 5.0, "rmssd_ms": 10.0, "scl_us": 0.5}
-        signs = {"hr_bpm": 1.0, "rmssd_ms": -1.0, "scl_us": 1.0}
-        for key, value in vitals.items():
-            if value is None:
-                continue
-            if self._baseline.ready(key):
-                zs[key] = signs[key] * self._baseline.z(key, value, floors[key])
-            else:
-                self._baseline.add(key, value)
-        if not zs:
-            return WindowState(start, end, "calibrating", modalities, evidence, vitals=vitals)
-
-        arousal = math.tanh(float(np.mean(list(zs.values()))) / 3.0)
+        zs = {}
+        for key in ("hr_bpm", "rmssd_ms", "scl_us", "scr_per_min"):
+            value = vitals.get(key)
+            if value is not None and math.isfinite(value):
+                z = self._baseline.z(key, value)
+                if z is not None:
+                    zs[key] = z
+        physio_arousal = math.tanh(float(np.mean(list(zs.values()))) / 3.0) if zs else None
         heart_z = [zs[k] for k in ("hr_bpm", "rmssd_ms") if k in zs]
         stress = 1.0 / (1.0 + math.exp(1.0 - float(np.mean(heart_z)))) if heart_z else None
-        coverage = len(zs) / 3.0
-        quality = min(1.0, rr.size / (3 * self.min_beats)) if heart_ok else 0.5
-        confidence = coverage * (0.5 + 0.5 * quality)
+        physio_conf = len(zs) / 4.0
+
+        valence = face_arousal = emotion = None
+        face_conf = 0.0
+        if expression is not None:
+            valence, face_arousal = valence_arousal(expression)
+            emotion = EXPRESSIONS[int(np.argmax(expression))]
+            face_conf = float(np.mean(w.face_quality)) * float(np.max(expression))
+
+        parts = [
+            (a, c)
+            for a, c in ((physio_arousal, physio_conf), (face_arousal, face_conf))
+            if a is not None
+        ]
+        arousal = (
+            sum(a * c for a, c in parts) / sum(c for _, c in parts)
+            if parts and sum(c for _, c in parts) > 0
+            else None
+        )
+        if physio_arousal is None and expression is None:
+            return WindowState(start, end, "calibrating", modalities, evidence, vitals=vitals)
+        confidence = min(1.0, max(physio_conf, face_conf) * (0.75 + 0.25 * len(modalities) / 3))
         return WindowState(
-            start, end, "ok", modalities, evidence, arousal, stress, confidence, vitals=vitals
+            start,
+            end,
+            "ok",
+            modalities,
+            evidence,
+            valence,
+            arousal,
+            stress,
+            emotion,
+            confidence,
+            vitals,
         )
