@@ -128,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--broker", type=_broker, metavar="URL", help="override mqtt.broker")
 
+    an = sub.add_parser("analyze", help="print HRV and EDA features of a recording as JSON")
+    an.add_argument("--rr", metavar="FILE", help="CSV, one RR interval in ms per row")
+    an.add_argument("--eda", metavar="FILE", help="CSV, one skin conductance in µS per row")
+    an.add_argument("--eda-rate", type=_positive, metavar="HZ", help="sample rate of --eda")
+    an.add_argument("--window", type=_positive, metavar="S", help="consecutive windows of S s")
+    an.add_argument("--spectral", choices=["welch", "lomb"], default="welch")
+    an.add_argument(
+        "--no-correction", action="store_true", help="features of the RR exactly as given"
+    )
+
     sc = sub.add_parser("scan", help="list nearby heart-rate straps and configured EDA sensors")
     sc.add_argument("--seconds", type=_positive, default=10.0, help="how long to listen (10)")
     sc.add_argument("-c", "--config", metavar="FILE", help="for the EDA decoder and adapter")
@@ -193,6 +203,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _demo(args)
     if args.command == "scan":
         return _scan(args)
+    if args.command == "analyze":
+        from agent.analyze import InputError, analyze
+
+        if not args.rr and not args.eda:
+            raise _Usage("analyze needs --rr FILE and/or --eda FILE --eda-rate HZ")
+        try:
+            result = analyze(
+                args.rr, args.eda, args.eda_rate, args.window, args.spectral, not args.no_correction
+            )
+        except InputError as exc:
+            raise _Usage(str(exc)) from None
+        print(json.dumps(result, indent=2))
+        return 0
     raise _Usage(f"unknown command {args.command}")
 
 
