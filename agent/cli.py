@@ -138,6 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-correction", action="store_true", help="features of the RR exactly as given"
     )
 
+    fc = sub.add_parser("faces", help="detect faces and read expressions in photos (JSON)")
+    fc.add_argument("images", nargs="+", metavar="IMAGE", help="PGM/PPM, or PNG/JPEG with Pillow")
+    fc.add_argument("-c", "--config", metavar="FILE", help="for models.* (runtime, files)")
+
+    ev = sub.add_parser(
+        "evaluate-expressions", help="accuracy of the expression model on labelled 48x48 faces"
+    )
+    ev.add_argument("--npz", required=True, metavar="PATH")
+    ev.add_argument("--x", required=True, metavar="KEY", help="array of faces (N, 48, 48)")
+    ev.add_argument("--y", required=True, metavar="KEY", help="labels in FER2013 order")
+    ev.add_argument("--model", metavar="FILE", help="default: the shipped int8 model")
+    ev.add_argument(
+        "--runtime", choices=["auto", "tflite-runtime", "ai-edge-litert"], default="auto"
+    )
+
     sc = sub.add_parser("scan", help="list nearby heart-rate straps and configured EDA sensors")
     sc.add_argument("--seconds", type=_positive, default=10.0, help="how long to listen (10)")
     sc.add_argument("-c", "--config", metavar="FILE", help="for the EDA decoder and adapter")
@@ -203,6 +218,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _demo(args)
     if args.command == "scan":
         return _scan(args)
+    if args.command in ("faces", "evaluate-expressions"):
+        return _vision(args)
     if args.command == "analyze":
         from agent.analyze import InputError, analyze
 
@@ -257,6 +274,40 @@ def _report(agent: Any) -> None:
             f"published. Start one (e.g. `mosquitto -p 1883`) or pass --broker mqtt://HOST:PORT.",
             file=sys.stderr,
         )
+
+
+def _vision(args: argparse.Namespace) -> int:
+    from agent.sources.session import SessionError
+    from agent.vision.interpreter import ModelError
+
+    setup_logging(args.log_level or "warning")
+    try:
+        if args.command == "faces":
+            from agent.runtime import expression_model_path, face_detector_path
+            from agent.vision.align import faces_json
+            from agent.vision.expressions import ExpressionClassifier
+            from agent.vision.faces import load_detector
+            from agent.vision.interpreter import load_model
+
+            m = (_load(args.config) if args.config else AgentConfig()).models
+            detector = load_detector(face_detector_path(m), runtime=m.runtime)
+            classifier = ExpressionClassifier(
+                load_model(expression_model_path(m), runtime=m.runtime)
+            )
+            result: Any = faces_json(args.images, detector, classifier=classifier)
+        else:
+            from agent.vision.expressions import evaluate_npz
+
+            result = evaluate_npz(args.npz, args.x, args.y, args.model, runtime=args.runtime)
+    except (SessionError, KeyError, ValueError) as exc:
+        raise _Usage(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)) from None
+    except ModelError as exc:
+        print(f"emotion-agent: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        raise _Usage(f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}") from None
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 def _scan(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 from agent import __version__
 from agent.affect.windows import WindowAggregator, WindowState
 from agent.clock import Clock, ScaledClock, WallClock
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ModelsConfig
 from agent.events import EvidenceSink
 from agent.health import Health, LoopLagMonitor, watchdog_loop
 from agent.publish.mqtt import MqttPublisher
@@ -142,13 +142,11 @@ class Agent:
         return self.face_stage is None or self.face_stage.idle()
 
     def _build_face_stage(self) -> FaceStage:
-        from agent.vision.interpreter import models_dir
-
         m = self.cfg.models
         stage = FaceStage(
             self.aggregator,
-            Path(m.face_detector or models_dir() / DEFAULT_DETECTOR),
-            Path(m.expression or models_dir() / DEFAULT_EXPRESSION),
+            face_detector_path(m),
+            expression_model_path(m),
             runtime=m.runtime,
             num_threads=m.num_threads,
             min_face_px=m.min_face_px,
@@ -339,6 +337,20 @@ class Agent:
             if status != last_status:
                 self.notifier.status(status)
                 last_status = status
+
+
+def face_detector_path(m: ModelsConfig) -> Path:
+    """The configured detector, else the shipped short-range BlazeFace."""
+    from agent.vision.interpreter import models_dir
+
+    return Path(m.face_detector or models_dir() / DEFAULT_DETECTOR)
+
+
+def expression_model_path(m: ModelsConfig) -> Path:
+    """The configured expression model, else the shipped default."""
+    from agent.vision.interpreter import models_dir
+
+    return Path(m.expression or models_dir() / DEFAULT_EXPRESSION)
 
 
 def _r(x: float | None) -> float | None:

@@ -169,8 +169,9 @@ class WindowAggregator:
         elif isinstance(event, FrameEvent):
             self.counts["camera"] += 1
             w.frames += 1
-        elif isinstance(event, FaceObservation):
+        elif isinstance(event, FaceObservation):  # one per analysed frame, faces or not
             self.counts["faces"] += len(event.quality)
+            w.frames += 1
             w.face_probs.extend(event.probabilities)
             w.face_quality.extend(event.quality)
 

@@ -1,0 +1,153 @@
+"""Benchmark the shipped vision models: int8 vs float accuracy, agreement, speed per runtime.
+
+    python -m agent.bench.vision_eval --npz ../shared/data/fer2013/fer2013_train_public.npz
+
+For every TFLite runtime that imports here (tflite-runtime, ai-edge-litert), it runs the
+int8 expression model and its float32 reference (the same Keras source converted without
+quantization; the build verified it agrees 100 % with Keras on PublicTest) over the
+labelled crops, and reports accuracy, macro-F1, top-1 agreement int8 vs float, and
+milliseconds per face: end to end (resize, quantize, invoke, dequantize) and `invoke()`
+alone. It also times the BlazeFace detectors per frame, since they share the thread budget.
+
+Speed depends on the machine and on OPENBLAS/thread settings: quote the printed header
+(machine, runtime versions, threads) with any number taken from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.vision.expressions import (
+    DEFAULT_EXPRESSION_MODEL,
+    FLOAT_REFERENCE_MODEL,
+    ExpressionClassifier,
+    classification_metrics,
+    predict_labels,
+    subsample,
+)
+from agent.vision.interpreter import Model, available_runtimes, load_model, models_dir
+
+FACE_MODELS = ("face_detection_short_range.tflite", "face_detection_full_range.tflite")
+
+
+def invoke_ms(model: Model, repeats: int) -> float:
+    """Median milliseconds of `run` alone on a fixed mid-range input, after a warm-up."""
+    x = [np.zeros(d.shape, d.dtype) for d in model.inputs]
+    for _ in range(5):
+        model.run(*x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.run(*x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000.0)
+
+
+def bench_runtime(
+    runtime: str, x: np.ndarray, y: np.ndarray, directory: Path, threads: int, repeats: int
+) -> dict[str, Any]:
+    """Accuracy, agreement and speed of the expression models, detector speed: one runtime."""
+    result: dict[str, Any] = {}
+    preds = {}
+    for name in (DEFAULT_EXPRESSION_MODEL, FLOAT_REFERENCE_MODEL):
+        model = load_model(directory / name, runtime=runtime, num_threads=threads)
+        result["version"] = f"{model.runtime} {model.runtime_version}"
+        preds[name], ms = predict_labels(ExpressionClassifier(model), x)
+        m = classification_metrics(y, preds[name])
+        result[name] = {
+            "accuracy": m["accuracy"],
+            "macro_f1": m["macro_f1"],
+            "per_class_recall": m["per_class_recall"],
+            "ms_per_face_end_to_end": ms,
+            "ms_invoke": invoke_ms(model, repeats),
+        }
+    result["agreement_int8_vs_float"] = float(
+        np.mean(preds[DEFAULT_EXPRESSION_MODEL] == preds[FLOAT_REFERENCE_MODEL])
+    )
+    for name in FACE_MODELS:
+        if (directory / name).is_file():
+            model = load_model(directory / name, runtime=runtime, num_threads=threads)
+            result[name] = {"ms_invoke": invoke_ms(model, repeats)}
+    return result
+
+
+def environment(threads: int) -> dict[str, Any]:
+    return {
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpus": os.cpu_count(),
+        "num_threads": threads,
+        "processor": platform.processor() or platform.platform(),
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    env = report["environment"]
+    print(
+        f"# {env['machine']} {env['cpus']} CPUs, Python {env['python']}, numpy {env['numpy']}, "
+        f"{env['num_threads']} thread(s); data {report['data']} (n={report['n']})"
+    )
+    for rt, r in report["runtimes"].items():
+        print(f"\n## {r['version']}")
+        print("| model | accuracy | macro-F1 | ms/face end-to-end | ms invoke |")
+        print("|---|---|---|---|---|")
+        for name in (DEFAULT_EXPRESSION_MODEL, FLOAT_REFERENCE_MODEL):
+            m = r[name]
+            print(
+                f"| {name} | {m['accuracy']:.2%} | {m['macro_f1']:.4f} | "
+                f"{m['ms_per_face_end_to_end']:.2f} | {m['ms_invoke']:.2f} |"
+            )
+        for name in FACE_MODELS:
+            if name in r:
+                print(f"| {name} | - | - | - | {r[name]['ms_invoke']:.2f} |")
+        print(f"top-1 agreement int8 vs float ({rt}): {r['agreement_int8_vs_float']:.2%}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--npz", type=Path, required=True, help="e.g. fer2013_train_public.npz")
+    p.add_argument("--x", default="x_public", help="array of grey crops (default x_public)")
+    p.add_argument("--y", default="y_public", help="array of FER2013 labels (default y_public)")
+    p.add_argument("--models", type=Path, default=None, help="models folder (default models/)")
+    p.add_argument("--runtime", action="append", help="runtime(s) to test (default: all found)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--limit", type=int, default=None, help="use a fixed random subset of N crops")
+    p.add_argument("--repeats", type=int, default=200, help="timed invokes per model")
+    p.add_argument("--json", type=Path, help="also write the full report here")
+    args = p.parse_args(argv)
+
+    runtimes = args.runtime or available_runtimes()
+    if not runtimes:
+        print("no TFLite runtime imports: pip install 'tflite-runtime==2.14.0'", file=sys.stderr)
+        return 2
+    with np.load(args.npz) as data:
+        x, y = data[args.x], data[args.y].astype(np.int64)
+    if args.limit and args.limit < len(y):
+        x, y = subsample(x, y, args.limit)
+    directory = args.models or models_dir()
+    report = {
+        "environment": environment(args.threads),
+        "data": f"{args.npz.name}:{args.x}/{args.y}",
+        "n": len(y),
+        "runtimes": {
+            rt: bench_runtime(rt, x, y, directory, args.threads, args.repeats) for rt in runtimes
+        },
+    }
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
