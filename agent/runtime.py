@@ -61,17 +61,8 @@ class Agent:
         self.duration_s = duration_s
         self.prefix = cfg.topic_prefix()
         self.supervisor = Supervisor(cfg.sources.restart.initial_s, cfg.sources.restart.max_s)
-        w = cfg.windows
-        self.aggregator = WindowAggregator(
-            w.min_beats,
-            w.min_eda_s,
-            w.baseline_windows,
-            w.hrv_window_s,
-            w.eda_window_s,
-            w.max_corrected_fraction,
-            w.gap_tolerance_s,
-            w.scr_min_amplitude_us,
-        )
+        # every windows.* option but the state window length is the aggregator's
+        self.aggregator = WindowAggregator(**cfg.windows.model_dump(exclude={"state_s"}))
         self.face_stage: FaceStage | None = None
         self.health = Health()
         self.lag = LoopLagMonitor()
