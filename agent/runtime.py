@@ -325,7 +325,8 @@ class Agent:
             self.outbox.enforce_bounds()
             await self.publisher.publish_now("stats", json.dumps(self.stats()).encode())
             status = self._status_line(self.publisher.stats.connected)
-            if status != last_status:
+            # with a watchdog, its loop owns STATUS= (the health summary); two writers flap
+            if status != last_status and self.notifier.watchdog_interval() is None:
                 self.notifier.status(status)
                 last_status = status
 

@@ -2,7 +2,7 @@
 
     python -m agent.bench.faces_bench [--frames N] [--json] [--peer --peer-python PATH]
 
-What is timed is what the agent runs per frame (`agent.vision.stage._Pipeline.analyse`):
+What is timed is what the agent runs per frame (`agent.vision.stage.FacePipeline.analyse`):
 BlazeFace short range -> eye alignment + quality -> int8 mini-Xception, with the stage's
 defaults (1 interpreter thread, faces under 24 px dropped). The frames are scikit-image's
 astronaut photograph (a real photo; he smiles) framed as a camera would deliver it:
@@ -193,7 +193,7 @@ def worker_frames(out: str) -> dict[str, Any]:
 def worker_ours(
     runtime: str, frames_path: str, n: int, warmup: int, threads: int
 ) -> dict[str, Any]:
-    """Our per-frame pipeline (the stage's own `_Pipeline`) on one runtime."""
+    """Our per-frame pipeline (the stage's own `FacePipeline`) on one runtime."""
     t0 = time.perf_counter()
     import numpy as np
 
@@ -202,14 +202,14 @@ def worker_ours(
     from agent.vision.expressions import DEFAULT_EXPRESSION_MODEL
     from agent.vision.faces import DEFAULT_DETECTOR_MODEL
     from agent.vision.interpreter import models_dir
-    from agent.vision.stage import _Pipeline
+    from agent.vision.stage import FacePipeline
 
     import_s = time.perf_counter() - t0
     mem_import = _memory()
     frames = _load_frames(frames_path)
     t0 = time.perf_counter()
     d = models_dir()
-    pipe = _Pipeline(
+    pipe = FacePipeline(
         d / DEFAULT_DETECTOR_MODEL, d / DEFAULT_EXPRESSION_MODEL, runtime, threads, 24.0
     )
     load_s = time.perf_counter() - t0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ class FaceStageStats:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-class _Pipeline:
+class FacePipeline:
     """Detector + aligner + classifier for one thread (interpreters are not thread-safe)."""
 
     def __init__(
@@ -82,21 +81,16 @@ class FaceStage:
     ) -> None:
         self.sink = sink
         self.stats = FaceStageStats()
-        self._args = (Path(detector), Path(classifier), runtime, num_threads, min_face_px)
         self.model_names = (Path(detector).name, Path(classifier).name)
-        self._local = threading.local()
+        # One worker thread owns the interpreters: built there once, now, so a bad model
+        # fails at start-up (before READY), and only ever used there.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faces")
+        self._pipe = self._executor.submit(
+            FacePipeline, Path(detector), Path(classifier), runtime, num_threads, min_face_px
+        ).result()
+        self.stats.runtime = self._pipe.runtime
         self._busy = False
         self._tasks: set[asyncio.Task[None]] = set()
-        # Build once now, on the worker thread: a bad model fails at start-up, before READY.
-        self._executor.submit(self._pipeline).result()
-
-    def _pipeline(self) -> _Pipeline:
-        pipe = getattr(self._local, "pipe", None)
-        if pipe is None:
-            pipe = self._local.pipe = _Pipeline(*self._args)
-            self.stats.runtime = pipe.runtime
-        return pipe
 
     def idle(self) -> bool:
         """False while a frame is being analysed: the camera then drops instead of queueing."""
@@ -119,7 +113,9 @@ class FaceStage:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            probs, quality = await loop.run_in_executor(self._executor, self._work, frame.image)
+            probs, quality = await loop.run_in_executor(
+                self._executor, self._pipe.analyse, frame.image
+            )
         except Exception as exc:  # a bad frame must not stop the stage
             self.stats.errors += 1
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -139,9 +135,6 @@ class FaceStage:
                 tuple(float(q) for q in quality),
             )
         )
-
-    def _work(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._pipeline().analyse(image)
 
     async def close(self) -> None:
         for task in list(self._tasks):
