@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a configuration file and exit")
     c.add_argument("config", metavar="FILE")
 
-    s = sub.add_parser("schema", help="print a JSON Schema")
-    s.add_argument("what", choices=["config"])
+    s = sub.add_parser("schema", help="print a JSON Schema: the config file or an MQTT payload")
+    s.add_argument("what", choices=["config", "state", "summary", "stats", "availability"])
 
     rp = sub.add_parser("replay", help="replay a recorded session through the pipeline, then exit")
     rp.add_argument("session", metavar="SESSION")
@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=_positive, metavar="S", help="replay only the first S seconds"
     )
     rp.add_argument("--broker", type=_broker, metavar="URL", help="override mqtt.broker")
+    rp.add_argument(
+        "--plot", metavar="FILE", help="draw the published states as a PNG timeline (extra: plot)"
+    )
 
     an = sub.add_parser("analyze", help="print HRV and EDA features of a recording as JSON")
     an.add_argument("--rr", metavar="FILE", help="CSV, one RR interval in ms per row")
@@ -148,7 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--npz", required=True, metavar="PATH")
     ev.add_argument("--x", required=True, metavar="KEY", help="array of faces (N, 48, 48)")
     ev.add_argument("--y", required=True, metavar="KEY", help="labels in FER2013 order")
-    ev.add_argument("--model", metavar="FILE", help="default: the shipped int8 model")
+    ev.add_argument(
+        "--model",
+        action="append",
+        metavar="FILE",
+        help="default: the shipped default int8 model; repeat it to compare models in one run",
+    )
     ev.add_argument(
         "--runtime", choices=["auto", "tflite-runtime", "ai-edge-litert"], default="auto"
     )
@@ -171,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--state-dir", metavar="DIR", help="outbox location (default: a temporary folder)"
     )
+
+    dr = sub.add_parser("doctor", help="check this machine can run the agent; exit 1 on a failure")
+    dr.add_argument("-c", "--config", metavar="FILE", help="/etc/emotion-agent/config.yaml")
+    dr.add_argument("--json", action="store_true", help="print JSON instead of a report")
     return p
 
 
@@ -187,7 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "schema":
-        print(json.dumps(config_schema(), indent=2))
+        from agent.contract import schema
+
+        print(json.dumps(config_schema() if args.what == "config" else schema(args.what), indent=2))
         return 0
     if args.command == "check-config":
         cfg = _load(args.config)
@@ -202,6 +216,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         setup_logging(args.log_level or cfg.log_level)
         return _run(cfg)
     if args.command == "replay":
+        if args.plot:
+            _plot_check(args.plot)  # now, not after a replay the user waited for
         cfg = _load(args.config) if args.config else AgentConfig()
         speed = args.speed or (cfg.sources.replay.speed if cfg.sources.replay else 1.0)
         overrides: dict[str, Any] = {
@@ -212,8 +228,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.broker:
             overrides["mqtt"] = cfg.mqtt.model_copy(update={"broker": args.broker})
         cfg = cfg.model_copy(update=overrides)
+        if args.plot and not cfg.privacy.consent:
+            raise _Usage(
+                "--plot draws the published states, and with privacy.consent false none is "
+                "published: set it to true in the file given with -c"
+            )
         setup_logging(args.log_level or cfg.log_level)
-        return _run(cfg, stop_at_end=True, duration=args.duration, echo=True)
+        states: list[dict[str, Any]] = []
+        code = _run(cfg, stop_at_end=True, duration=args.duration, echo=True, states=states)
+        return _plot(args.plot, states, args.session, code) if args.plot else code
+    if args.command == "doctor":
+        from agent.doctor import main as doctor
+
+        return doctor(args.config, args.json)
     if args.command == "demo":
         return _demo(args)
     if args.command == "scan":
@@ -237,12 +264,20 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(
-    cfg: AgentConfig, stop_at_end: bool = False, duration: float | None = None, echo: bool = False
+    cfg: AgentConfig,
+    stop_at_end: bool = False,
+    duration: float | None = None,
+    echo: bool = False,
+    states: list[dict[str, Any]] | None = None,
 ) -> int:
+    """`states`, with `echo`: collects the published state payloads."""
     from agent.runtime import Agent, run_agent
     from agent.sources.session import SessionError
+    from agent.vision.interpreter import ModelError
 
     def show(topic: str, payload: dict[str, Any]) -> None:
+        if states is not None and topic.endswith("/state"):
+            states.append(payload)
         print(f"{topic} {json.dumps(payload, separators=(',', ':'))}", flush=True)
 
     agent = Agent(
@@ -252,6 +287,9 @@ def _run(
         code = run_agent(agent)
     except SessionError as exc:
         raise _Usage(str(exc)) from None
+    except ModelError as exc:  # raised before READY=1 and before MQTT: nothing half-started
+        print(f"emotion-agent: cannot start: {exc}", file=sys.stderr)
+        return 1
     if echo:
         _report(agent)
     return code
@@ -265,8 +303,13 @@ def _report(agent: Any) -> None:
     line = f"{agent.states_made} state(s) made, {delivered} delivered to {broker}"
     if waiting:
         line += f", {waiting} waiting in the outbox ({agent.cfg.device.state_dir}) for the broker"
-    if agent.states_withheld:
-        line += f", {agent.states_withheld} withheld (privacy.consent is false)"
+    why = {
+        "no_consent": "privacy.consent is false",
+        "paused": "paused",
+        "too_few_faces": f"fewer than {agent.cfg.privacy.min_faces} faces, audience mode",
+    }
+    for reason, n in agent.privacy.withheld.items():
+        line += f", {n} withheld ({why.get(reason, reason)})"
     print(line, file=sys.stderr)
     if not s["mqtt"]["connects"]:
         print(
@@ -274,6 +317,34 @@ def _report(agent: Any) -> None:
             f"published. Start one (e.g. `mosquitto -p 1883`) or pass --broker mqtt://HOST:PORT.",
             file=sys.stderr,
         )
+
+
+def _plot_check(path: str) -> None:
+    """Before a replay: matplotlib is installed and the PNG's folder exists, or say so."""
+    from agent.plot import PlotUnavailable, require_matplotlib
+
+    try:
+        require_matplotlib()
+    except PlotUnavailable as exc:
+        raise _Usage(str(exc)) from None
+    folder = Path(path).expanduser().absolute().parent
+    if not folder.is_dir():
+        raise _Usage(f"--plot {path}: no such folder {folder}")
+
+
+def _plot(path: str, states: list[dict[str, Any]], session: str, code: int) -> int:
+    from agent.plot import plot_timeline
+
+    if not states:
+        print(f"emotion-agent: no state was published: no plot written to {path}", file=sys.stderr)
+        return code or 1
+    try:
+        written = plot_timeline(states, Path(path).expanduser(), f"replay of {Path(session).name}")
+    except (OSError, ValueError) as exc:
+        print(f"emotion-agent: cannot plot to {path}: {exc}", file=sys.stderr)
+        return code or 1
+    print(f"timeline of {len(states)} state(s) written to {written}", file=sys.stderr)
+    return code
 
 
 def _vision(args: argparse.Namespace) -> int:
@@ -296,9 +367,15 @@ def _vision(args: argparse.Namespace) -> int:
             )
             result: Any = faces_json(args.images, detector, classifier=classifier)
         else:
-            from agent.vision.expressions import evaluate_npz
+            from agent.vision.expressions import evaluate_npz, evaluate_npz_models
 
-            result = evaluate_npz(args.npz, args.x, args.y, args.model, runtime=args.runtime)
+            if args.model and len(args.model) > 1:
+                result = evaluate_npz_models(
+                    args.npz, args.x, args.y, args.model, runtime=args.runtime
+                )
+            else:
+                model = args.model[0] if args.model else None
+                result = evaluate_npz(args.npz, args.x, args.y, model, runtime=args.runtime)
     except (SessionError, KeyError, ValueError) as exc:
         raise _Usage(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)) from None
     except ModelError as exc:
@@ -351,6 +428,9 @@ def _demo(args: argparse.Namespace) -> int:
             "mqtt": {"broker": args.broker, "reconnect": {"initial_s": 1, "max_s": 5}},
             "sources": {"replay": {"session": str(DEMO_SESSION), "speed": args.speed}},
             "privacy": {"consent": True},  # the demo session is synthetic: nobody to ask
+            # a short calibration, so the 10-minute session shows its stress segment
+            # (240-420 s) against a baseline formed at rest
+            "baseline": {"calibration_s": 60, "persist": False},
             "runtime": {"shutdown_timeout_s": 5},
         }
     )

@@ -12,6 +12,7 @@ from `$CREDENTIALS_DIRECTORY/NAME`, as `LoadCredential=` provides it).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -248,17 +249,18 @@ class SourcesConfig(Model):
 
 class WindowsConfig(Model):
     state_s: float = _field(10.0, "State window", "A state message every this many seconds.", ge=1)
+    summary_s: float = _field(
+        60.0,
+        "Summary window",
+        "A summary message every this many seconds: a whole multiple of state_s "
+        "(default: the whole number of state windows nearest above 60 s).",
+        ge=1,
+    )
     min_beats: int = _field(
         5, "Minimum beats", "Fewer RR intervals: heart evidence is insufficient.", ge=1
     )
     min_eda_s: float = _field(
         5.0, "Minimum EDA", "Fewer seconds of EDA samples: skin evidence is insufficient.", ge=0
-    )
-    baseline_windows: int = _field(
-        6,
-        "Baseline windows",
-        "Windows that form the wearer's resting baseline before arousal is given.",
-        ge=1,
     )
     hrv_window_s: float = _field(
         60.0,
@@ -292,6 +294,44 @@ class WindowsConfig(Model):
         gt=0,
     )
 
+    @model_validator(mode="after")
+    def _summary_spans_states(self) -> WindowsConfig:
+        if "summary_s" not in self.model_fields_set:  # default: the state windows of ~60 s
+            self.summary_s = self.state_s * max(1, math.ceil(60.0 / self.state_s - 1e-9))
+        ratio = self.summary_s / self.state_s
+        if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
+            raise ValueError(
+                f"summary_s ({self.summary_s:g}) must be a whole multiple of state_s "
+                f"({self.state_s:g})"
+            )
+        return self
+
+    def aggregator_options(self) -> dict[str, float | int]:
+        """The options the window aggregator takes (all but the window lengths)."""
+        return self.model_dump(exclude={"state_s", "summary_s"})
+
+
+class BaselineConfig(Model):
+    calibration_s: float = _field(
+        180.0,
+        "Calibration",
+        "Seconds of each physiological signal that form the wearer's baseline before "
+        "physiology counts (the first minutes of wear, or after a reset).",
+        ge=0,
+    )
+    adapt_half_life_h: float | None = _field(
+        24.0,
+        "Adaptation half-life",
+        "After calibration the baseline follows the wearer slowly, with this half-life in "
+        "hours of signal (only from windows near baseline); null: never adapt.",
+        gt=0,
+    )
+    persist: bool = _field(
+        True,
+        "Persist",
+        "Keep the baseline in the state directory (baseline.json) across restarts.",
+    )
+
 
 class ModelsConfig(Model):
     runtime: Literal["auto", "tflite-runtime", "ai-edge-litert"] = _field(
@@ -321,6 +361,27 @@ class PrivacyConfig(Model):
         "Consent",
         "Nothing but availability is published until the people observed have consented.",
     )
+    mode: Literal["personal", "audience"] = _field(
+        "personal",
+        "Mode",
+        "personal: one consenting wearer (camera, heart, skin). audience: camera only, a "
+        "window is published only when at least min_faces people contributed, group-level "
+        "aggregates only, never vitals.",
+    )
+    min_faces: int = _field(
+        3,
+        "Minimum faces (audience)",
+        "Audience mode: a window is withheld unless some frame in it held at least this many "
+        "faces (no tracking or identity is kept, so the largest simultaneous count is the "
+        "number of people known to be present).",
+        ge=1,
+    )
+    pause_file: str | None = _field(
+        None,
+        "Pause file",
+        "While this file exists nothing is analysed or published (a local off switch that "
+        "MQTT cannot override). Default: <state_dir>/paused.",
+    )
 
 
 class PublishConfig(Model):
@@ -330,6 +391,31 @@ class PublishConfig(Model):
     stats_interval_s: float = _field(
         60.0, "Stats interval", "Seconds between messages on <prefix>/stats.", ge=1
     )
+
+
+class HomeAssistantConfig(Model):
+    enabled: bool = _field(
+        False,
+        "Home Assistant discovery",
+        "Announce valence, arousal, stress, confidence, the emotion and a pause switch as one "
+        "Home Assistant device (MQTT discovery). Turning it off removes them.",
+    )
+    discovery_prefix: str = _field(
+        "homeassistant", "Discovery prefix", "Home Assistant's MQTT discovery prefix."
+    )
+    expire_after_s: int | None = _field(
+        None,
+        "Expire after",
+        "Sensors read 'unavailable' when no state came for this long; default: 3 state windows.",
+        ge=1,
+    )
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _topic_level(cls, v: str) -> str:
+        if not v or any(c in v for c in "#+\0") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("must be a plain MQTT topic (no wildcards, no leading/trailing /)")
+        return v
 
 
 class RuntimeConfig(Model):
@@ -388,17 +474,41 @@ class AgentConfig(Model):
     sources: SourcesConfig = _field(SourcesConfig(), "Sources", "Where evidence comes from.")
     windows: WindowsConfig = _field(WindowsConfig(), "Windows", "How evidence is aggregated.")
     models: ModelsConfig = _field(ModelsConfig(), "Models", "Face detection and expression models.")
-    privacy: PrivacyConfig = _field(PrivacyConfig(), "Privacy", "Consent gates publishing.")
+    baseline: BaselineConfig = _field(
+        BaselineConfig(), "Baseline", "The wearer's personal physiological baseline."
+    )
+    privacy: PrivacyConfig = _field(
+        PrivacyConfig(), "Privacy", "Consent, personal or audience mode, pausing."
+    )
     publish: Annotated[
         PublishConfig, Field(title="Publish", description="What states contain.")
     ] = PublishConfig()
     runtime: RuntimeConfig = _field(RuntimeConfig(), "Runtime", "Shutdown and health limits.")
+    homeassistant: HomeAssistantConfig = _field(
+        HomeAssistantConfig(), "Home Assistant", "MQTT discovery for Home Assistant."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = _field(
         "info", "Log level", "Overridden by --log-level."
     )
 
+    @model_validator(mode="after")
+    def _audience_is_camera_only(self) -> AgentConfig:
+        if self.privacy.mode == "audience":
+            bodies = [n for n in ("heart", "eda") if getattr(self.sources, n) is not None]
+            if bodies:
+                raise ValueError(
+                    "privacy.mode audience is camera only: remove sources."
+                    + " and sources.".join(bodies)
+                )
+            if self.publish.vitals:
+                raise ValueError("privacy.mode audience never publishes vitals: set vitals false")
+        return self
+
     def topic_prefix(self) -> str:
         return self.mqtt.topic_prefix or f"emotion-agent/{self.device.name}"
+
+    def pause_file(self) -> Path:
+        return Path(self.privacy.pause_file or Path(self.device.state_dir) / "paused")
 
     def client_id(self) -> str:
         return self.mqtt.client_id or default_client_id()
@@ -527,6 +637,7 @@ def _relative_to(cfg: AgentConfig, base: Path) -> AgentConfig:
     )
     cfg.models.face_detector = fix(cfg.models.face_detector)
     cfg.models.expression = fix(cfg.models.expression)
+    cfg.privacy.pause_file = fix(cfg.privacy.pause_file)
     return cfg
 
 
@@ -538,6 +649,11 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
         where = f"{path}:{m.line + 1}:{m.column + 1}" if m else path
         what = " ".join(x for x in (exc.context, exc.problem) if x)
         raise ConfigError([f"{where}: YAML syntax error: {what}"]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids: locate it too
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - text.rfind("\n", 0, exc.position)
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise ConfigError([f"{path}:{line}:{col}: YAML error: {exc.reason} ({char})"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: YAML error: {exc}"]) from None
     if data is None:

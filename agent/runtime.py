@@ -20,11 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.affect.windows import WindowAggregator, WindowState
+from agent.affect.baseline import PersonalBaseline
+from agent.affect.summary import SummaryAccumulator
+from agent.affect.windows import WindowAggregator, iso
 from agent.clock import Clock, ScaledClock, WallClock
 from agent.config import AgentConfig, ModelsConfig
-from agent.events import EvidenceSink
+from agent.control import Command, CommandError, command_subtopic, parse_command
+from agent.events import EXPRESSIONS, EvidenceSink
 from agent.health import Health, LoopLagMonitor, watchdog_loop
+from agent.pi import cpu_temperature_c, throttling
+from agent.privacy import PauseGate, PrivacyGate
+from agent.publish import homeassistant as ha
 from agent.publish.mqtt import MqttPublisher
 from agent.publish.outbox import Outbox
 from agent.sdnotify import Notifier
@@ -61,8 +67,31 @@ class Agent:
         self.duration_s = duration_s
         self.prefix = cfg.topic_prefix()
         self.supervisor = Supervisor(cfg.sources.restart.initial_s, cfg.sources.restart.max_s)
-        # every windows.* option but the state window length is the aggregator's
-        self.aggregator = WindowAggregator(**cfg.windows.model_dump(exclude={"state_s"}))
+        state_dir = Path(cfg.device.state_dir)
+        b = cfg.baseline
+        self.baseline = PersonalBaseline(
+            b.calibration_s,
+            b.adapt_half_life_h,
+            state_dir / "baseline.json" if b.persist else None,
+        )
+        self.mode = cfg.privacy.mode
+        self.aggregator = WindowAggregator(
+            **cfg.windows.aggregator_options(),
+            baseline=self.baseline,
+            physiology=self.mode == "personal",
+        )
+        self.privacy = PrivacyGate(
+            cfg.privacy.consent,
+            self.mode,
+            cfg.privacy.min_faces,
+            cfg.pause_file(),
+            state_dir / "paused.remote",
+        )
+        self.summary = SummaryAccumulator()
+        self.commands: dict[str, int] = {"accepted": 0, "rejected": 0}
+        self.summaries_made = 0
+        self._ha_marker = state_dir / "homeassistant.announced"
+        self._last_stats: tuple[float, dict[str, int]] | None = None
         self.face_stage: FaceStage | None = None
         self.health = Health()
         self.lag = LoopLagMonitor()
@@ -71,7 +100,6 @@ class Agent:
         self._extra_sources = list(extra_sources or [])
         self.until: float | None = None
         self.states_made = 0
-        self.states_withheld = 0
         self.started = time.monotonic()
         self._stop = asyncio.Event()
         self.outbox: Outbox | None = None
@@ -170,11 +198,22 @@ class Agent:
         if any(s.name == "camera" for s in self.sources):
             self.face_stage = self._build_face_stage()  # a bad model fails here, before READY
             sink = self.face_stage
-        self.publisher = MqttPublisher(self.cfg, self.outbox)
+        sink = PauseGate(sink, self.privacy)  # paused: dropped before any analysis
+        subscriptions = [f"{self.prefix}/set/#"]
+        if self.cfg.homeassistant.enabled:
+            subscriptions.append(f"{self.cfg.homeassistant.discovery_prefix}/status")
+        self.publisher = MqttPublisher(
+            self.cfg,
+            self.outbox,
+            on_message=self._on_message,
+            subscriptions=subscriptions,
+            on_connect=self._on_connect,
+        )
         sup = self.supervisor
         try:
             sup.start("mqtt", self.publisher.run)
             sup.start("loop-lag", self.lag.run)
+            sup.start("pause-flag", self._watch_pause_file)
             for source in self.sources:
                 sup.start(source.name, lambda s=source: s.run(sink))
                 self.health.add_source(
@@ -229,7 +268,12 @@ class Agent:
         timeout = self.cfg.runtime.shutdown_timeout_s
         deadline = time.monotonic() + timeout
         self.notifier.stopping("stopping: flushing outbox")
-        source_names = [s.name for s in self.sources] + ["windows", "watchdog", "stats"]
+        source_names = [s.name for s in self.sources] + [
+            "windows",
+            "watchdog",
+            "stats",
+            "pause-flag",
+        ]
         await self.supervisor.stop(source_names, timeout=min(2.0, timeout / 4))
         if self.publisher is not None:
             self.publisher.stop(flush_timeout=max(0.0, deadline - time.monotonic() - 1.0))
@@ -239,6 +283,7 @@ class Agent:
         await self.supervisor.stop(None, timeout=1.0)
         if self.face_stage is not None:
             await self.face_stage.close()
+        self.baseline.save()
         self.final_stats = self.stats()
         if self.outbox is not None:
             left = self.outbox.depth()
@@ -254,67 +299,226 @@ class Agent:
     # -- stages ---------------------------------------------------------------------------
     async def _windows(self) -> None:
         step = self.cfg.windows.state_s
+        per_summary = round(self.cfg.windows.summary_s / step)
         if isinstance(self.clock, ScaledClock):
             start = self.clock.origin  # a replay's windows start with the session
         else:
             start = self.clock.now()
-            start -= start % step  # live windows align to the wall clock (:00, :10, ...)
+            start -= start % self.cfg.windows.summary_s  # align to the wall clock (:00, :10)
+        period_start, n = start, 0
         while True:
             end = start + step
             if self.until is not None and end > self.until + 1e-6:
                 end = self.until
             await self.clock.sleep_until(end)
+            last = self.until is not None and end >= self.until - 1e-6
             if end > start:
-                self._emit(self.aggregator.close(start, end))
-            if self.until is not None and end >= self.until - 1e-6:
+                self._close_window(start, end)
+                n += 1
+            if n >= per_summary or (last and n):
+                self._emit_summary(period_start, end)
+                period_start, n = end, 0
+            if last:
                 log.info("session replayed to its end")
                 self._stop.set()
                 return
             start = end
 
-    def _emit(self, state: WindowState) -> None:
-        self.states_made += 1
-        if not self.cfg.privacy.consent:
-            if self.states_withheld == 0:
-                log.warning("privacy.consent is false: states are computed but not published")
-            self.states_withheld += 1
+    def _close_window(self, start: float, end: float) -> None:
+        if self.privacy.paused:
+            self.aggregator.discard()  # never analysed: no state, no baseline update
+            self.privacy.withhold("paused")
             return
+        state = self.aggregator.close(start, end)
+        self.states_made += 1
+        reason = self.privacy.withhold_reason(state.evidence)
+        if reason is not None:
+            self.privacy.withhold(reason)
+            return
+        self.summary.add(state)
+        self._publish(
+            "state", state.payload(self.cfg.device.name, self.cfg.publish.vitals, self.mode)
+        )
+
+    def _emit_summary(self, start: float, end: float) -> None:
+        payload = self.summary.close(self.cfg.device.name, self.mode, start, end)
+        if payload is not None:
+            self.summaries_made += 1
+            self._publish("summary", payload)
+
+    def _publish(self, subtopic: str, payload: dict[str, Any]) -> None:
         assert self.outbox is not None
-        payload = state.payload(self.cfg.device.name, self.cfg.publish.vitals)
-        topic = f"{self.prefix}/state"
+        topic = f"{self.prefix}/{subtopic}"
         seq = self.outbox.put(topic, payload)
         if self.on_publish is not None:
             self.on_publish(topic, {**payload, "seq": seq})
 
+    # -- commands, pause, Home Assistant --------------------------------------------------
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        ha_cfg = self.cfg.homeassistant
+        if ha_cfg.enabled and topic == f"{ha_cfg.discovery_prefix}/status":
+            if payload.strip().lower() == b"online":  # Home Assistant (re)started
+                asyncio.get_running_loop().create_task(self._announce())
+            return
+        name = command_subtopic(topic, self.prefix)
+        if name is None:
+            return
+        try:
+            command = parse_command(name, payload)
+        except CommandError as exc:
+            self.commands["rejected"] += 1
+            key = f"rejected_{exc.reason}"
+            self.commands[key] = self.commands.get(key, 0) + 1
+            log.warning("MQTT command on %s rejected: %s", topic, exc)
+            return
+        self.commands["accepted"] += 1
+        self._apply(command)
+
+    def _apply(self, command: Command) -> None:
+        if command.name == "paused":
+            changed = self.privacy.set_remote(bool(command.value))
+            log.info(
+                "MQTT: %s%s",
+                "pause" if command.value else "resume",
+                "" if changed else " (no change)",
+            )
+            asyncio.get_running_loop().create_task(self._echo_paused())
+        elif command.name == "baseline":
+            self.baseline.reset()
+
+    async def _echo_paused(self) -> None:
+        """The retained `<prefix>/paused` (ON/OFF), the Home Assistant switch's state."""
+        if self.publisher is None or not self.privacy.consent:
+            return  # without consent, nothing but availability
+        await self.publisher.publish_direct(
+            f"{self.prefix}/paused", b"ON" if self.privacy.paused else b"OFF", retain=True
+        )
+
+    async def _watch_pause_file(self) -> None:
+        while True:
+            if self.privacy.refresh():
+                log.info(
+                    "pause file %s %s",
+                    self.privacy.pause_file,
+                    "appeared: paused" if self.privacy.paused else "removed: resumed",
+                )
+                await self._echo_paused()
+            await asyncio.sleep(1.0)
+
+    async def _on_connect(self) -> None:
+        await self._echo_paused()
+        await self._announce()
+
+    async def _announce(self) -> None:
+        """Home Assistant discovery when enabled (and consented); removal of what we announced."""
+        assert self.publisher is not None
+        h = self.cfg.homeassistant
+        device = self.cfg.device.name
+        if h.enabled and self.privacy.consent:
+            expire = h.expire_after_s or int(max(30, 3 * self.cfg.windows.state_s))
+            messages = ha.discovery_messages(
+                h.discovery_prefix, device, self.prefix, EXPRESSIONS, expire
+            )
+            sent = [await self.publisher.publish_direct(t, m, retain=True) for t, m in messages]
+            if all(sent):
+                self._ha_marker.write_text(h.discovery_prefix)
+        elif self._ha_marker.exists():
+            discovery_prefix = self._ha_marker.read_text().strip() or h.discovery_prefix
+            removals = ha.removal_messages(discovery_prefix, device)
+            sent = [await self.publisher.publish_direct(t, m, retain=True) for t, m in removals]
+            if all(sent):
+                self._ha_marker.unlink(missing_ok=True)
+                log.info("Home Assistant discovery removed")
+
+    # -- stats ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """A snapshot of counters (published on `<prefix>/stats`, printed by the demo)."""
+        """A snapshot published on `<prefix>/stats` (schema agent/schemas/stats.json)."""
         pub, ob = self.publisher, self.outbox
+        now = time.monotonic()
+        counts = {s.name: s.status.events for s in self.sources}
+        if self._last_stats is not None:
+            then, before = self._last_stats
+            dt = max(1e-6, now - then)
+            fps = {n: (c - before.get(n, 0)) / dt for n, c in counts.items()}
+        else:
+            dt = max(1e-6, now - self.started)
+            fps = {n: c / dt for n, c in counts.items()}
+        self._last_stats = (now, counts)
+        sources = {}
+        for s in self.sources:
+            task = self.supervisor.states.get(s.name)
+            extra = {
+                k: v
+                for k, v in s.status.extra.items()
+                if isinstance(v, bool | int | float) and v is not None  # never names/addresses
+            }
+            sources[s.name] = {
+                "fps": round(fps.get(s.name, 0.0), 2),
+                "events": s.status.events,
+                "rejected": s.status.rejected,
+                "dropped": int(extra.get("dropped", 0)),
+                "reconnects": int(extra.get("reconnects", 0)),
+                "restarts": task.restarts if task else 0,
+                "age_s": _r(s.status.age()),
+                "state": "finished" if s.status.finished else (task.state if task else "idle"),
+                "counters": extra,
+            }
+        fs = self.face_stage.stats if self.face_stage is not None else None
+        throttle = throttling()
+        withheld = dict(self.privacy.withheld)
         return {
             "v": 1,
             "device": self.cfg.device.name,
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "loop_lag_ms": round(self.lag.max_lag * 1000, 1),
-            "states": {"made": self.states_made, "withheld_no_consent": self.states_withheld},
+            "ts": iso(time.time()),
+            "version": __version__,
+            "uptime_s": round(now - self.started, 1),
+            "service": {
+                "healthy": self.health.healthy(),
+                "loop_lag_ms": round(self.lag.max_lag * 1000, 1),
+                "mode": self.mode,
+                "consent": self.privacy.consent,
+                "paused": self.privacy.paused,
+            },
+            "states": {
+                "made": self.states_made,
+                "summaries": self.summaries_made,
+                "withheld": {
+                    k: int(withheld.get(k, 0)) for k in ("no_consent", "paused", "too_few_faces")
+                },
+            },
+            "sources": sources,
+            "detectors": {
+                "faces": None
+                if fs is None
+                else {
+                    "runtime": fs.runtime,
+                    "inference_ms": _r(fs.inference_ms),
+                    "analysed": fs.analysed,
+                    "dropped": fs.dropped,
+                    "faces": fs.faces,
+                    "errors": fs.errors,
+                }
+            },
             "outbox": {
-                "depth": ob.depth() if ob else None,
-                "dropped": ob.dropped if ob else None,
-                "last_seq": ob.last_seq if ob else None,
+                "depth": ob.depth() if ob else 0,
+                "dropped": ob.dropped if ob else 0,
+                "last_seq": ob.last_seq if ob else 0,
             },
             "mqtt": {
                 "connected": pub.stats.connected if pub else False,
                 "connects": pub.stats.connects if pub else 0,
                 "published": pub.stats.published if pub else 0,
+                "commands": dict(self.commands),
+            },
+            "baseline": self.baseline.status(),
+            "cpu": {
+                "temperature_c": cpu_temperature_c(),
+                "throttled": None if throttle is None else throttle,
             },
             "tasks": {
                 n: {"state": s.state, "failures": s.failures, "restarts": s.restarts}
                 for n, s in self.supervisor.states.items()
             },
-            "faces": None if self.face_stage is None else vars(self.face_stage.stats),
-            "sources": {
-                s.name: {"events": s.status.events, "age_s": _r(s.status.age())}
-                for s in self.sources
-            },
-            "healthy": self.health.healthy(),
         }
 
     async def _stats(self) -> None:
@@ -323,7 +527,8 @@ class Agent:
             await asyncio.sleep(self.cfg.publish.stats_interval_s)
             assert self.publisher is not None and self.outbox is not None
             self.outbox.enforce_bounds()
-            await self.publisher.publish_now("stats", json.dumps(self.stats()).encode())
+            if self.privacy.consent:  # without consent, nothing but availability
+                await self.publisher.publish_now("stats", json.dumps(self.stats()).encode())
             status = self._status_line(self.publisher.stats.connected)
             # with a watchdog, its loop owns STATUS= (the health summary); two writers flap
             if status != last_status and self.notifier.watchdog_interval() is None:

@@ -28,13 +28,13 @@ def free_port() -> int:
 class Broker:
     """A private Mosquitto that a test may stop and start again on the same port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_conf: str = "") -> None:
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
         # persistence keeps retained messages across a restart, as a real deployment does
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {workdir}/\n"
+            f"persistence true\npersistence_location {workdir}/\n{extra_conf}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -58,6 +58,13 @@ class Broker:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash or power cut; only what persistence autosaved survives."""
+        if self.proc is not None:
+            self.proc.kill()
             self.proc.wait(10)
             self.proc = None
 
@@ -122,6 +129,13 @@ def subscriber_factory():
     yield make
     for s in made:
         s.close()
+
+
+def availability_state(payload: bytes) -> bytes:
+    """b"online"/b"offline" out of an availability message (JSON, schema availability)."""
+    import json
+
+    return json.loads(payload)["state"].encode()
 
 
 def agent_cmd(*args: str) -> list[str]:

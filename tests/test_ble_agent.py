@@ -37,7 +37,8 @@ sources:
     match: {{name: "Polar H10"}}
     reconnect_initial_s: 0.1
     reconnect_max_s: 0.5
-windows: {{state_s: 2, min_beats: 2, baseline_windows: 1}}
+windows: {{state_s: 2, min_beats: 2}}
+baseline: {{calibration_s: 2}}
 privacy: {{consent: true}}
 publish: {{vitals: true}}
 """

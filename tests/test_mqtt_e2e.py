@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Broker, agent_cmd, free_port
+from tests.conftest import ROOT, Broker, agent_cmd, availability_state, free_port
 
 DEMO = str(ROOT / "agent" / "sessions" / "demo")
 
@@ -40,7 +40,7 @@ def states(
 
 
 def availability(messages: list[tuple[str, bytes, bool]], topic: str) -> list[bytes]:
-    return [p for t, p, _ in messages if t == topic]
+    return [availability_state(p) for t, p, _ in messages if t == topic]
 
 
 def test_demo_publishes_states_that_a_plain_subscriber_receives(
@@ -97,32 +97,11 @@ def test_demo_without_broker_shows_what_would_be_published(tmp_path: Path) -> No
     ]
     assert len(lines) == 6
     assert "no broker answered" in proc.stderr
-    assert "6 waiting in the outbox" in proc.stderr
-
-
-def test_kill9_leaves_retained_offline(broker: Broker, tmp_path: Path, subscriber_factory) -> None:
-    cfg = write_config(tmp_path, broker.url, speed=1)
-    agent = subprocess.Popen(
-        agent_cmd("run", "-c", str(cfg)), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
-    )
-    try:
-        sub = subscriber_factory(broker.port, "emotion-agent/testdev/availability")
-        assert sub.wait_for(
-            lambda m: b"online" in availability(m, "emotion-agent/testdev/availability")
-        )
-        agent.send_signal(signal.SIGKILL)
-        agent.wait(10)
-        assert sub.wait_for(
-            lambda m: availability(m, "emotion-agent/testdev/availability")[-1:] == [b"offline"]
-        )
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-    # a subscriber arriving later is told by the retained message
-    late = subscriber_factory(broker.port, "emotion-agent/testdev/availability", client_id="late")
-    assert late.wait_for(
-        lambda m: m and m[-1] == ("emotion-agent/testdev/availability", b"offline", True)
-    )
+    summaries = [
+        ln for ln in proc.stdout.splitlines() if ln.startswith("emotion-agent/demo/summary ")
+    ]
+    assert len(summaries) == 1  # 60 s: one summary of the six states
+    assert "7 waiting in the outbox" in proc.stderr
 
 
 def test_sigterm_flushes_publishes_offline_exits_0(
@@ -166,31 +145,7 @@ def replay_cmd(tmp_path: Path):
     return make
 
 
-def test_broker_outage_loses_nothing_and_keeps_order(
-    broker: Broker, subscriber_factory, replay_cmd
-) -> None:
-    # 300 s of session at 20x: a state every 0.5 s for 15 s, 30 in all
-    sub = subscriber_factory(broker.port, "emotion-agent/testdev/state", client_id="outage-sub")
-    agent = subprocess.Popen(
-        replay_cmd(broker.url, 300, speed=20), stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert sub.wait_for(lambda m: len(states(m)) >= 3)
-        for _ in range(3):  # three outages of about 2 s (four states each)
-            broker.stop()
-            time.sleep(2.0)
-            broker.start()
-            time.sleep(1.5)
-        assert agent.wait(60) == 0
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-    assert sub.wait_for(lambda m: len(_delivered_in_order(m)[0]) >= 30)
-    seqs, dups = _delivered_in_order(sub.messages)
-    assert seqs == list(range(1, 31)), seqs
-    print(f"outage test: 30 states, 3 broker restarts, {dups} duplicate(s) delivered")
-
-
+@pytest.mark.faults
 def test_agent_restart_with_nonempty_outbox_drains_in_order(
     broker: Broker, tmp_path: Path, subscriber_factory, replay_cmd
 ) -> None:
@@ -198,7 +153,7 @@ def test_agent_restart_with_nonempty_outbox_drains_in_order(
     broker.stop()
     first = subprocess.run(replay_cmd(broker.url, 100), capture_output=True, text=True, timeout=90)
     assert first.returncode == 0, first.stderr
-    assert "10 waiting in the outbox" in first.stderr
+    assert "12 waiting in the outbox" in first.stderr  # 10 states and 2 summaries
     broker.start()
     second = subprocess.run(replay_cmd(broker.url, 50), capture_output=True, text=True, timeout=90)
     assert second.returncode == 0, second.stderr

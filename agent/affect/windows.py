@@ -11,19 +11,11 @@ dropped notifications split the series, Lipponen-Tarvainen correction); a window
 corrected fraction exceeds `max_corrected_fraction` gives no heart evidence.
 Skin: `agent.physio.eda.eda_features`; a flat or contact-lost signal gives none.
 
-Physiological arousal is each signal z-scored against the wearer's own resting baseline
-(the first `baseline_windows` windows with that signal), with the directions the
-literature agrees on: heart rate up, RMSSD down (vagal withdrawal), skin-conductance
-level up and responses more frequent all mean higher arousal (Kreibig 2010, Biol.
-Psychol. 84:394; Boucsein 2012, Electrodermal Activity). Spreads are floored (5 bpm,
-10 ms, 0.5 µS, 2 /min) so a steady baseline does not turn noise into alarm.
-physio arousal = tanh(mean z / 3); stress = logistic(mean of the HR and RMSSD z - 1),
-0.27 at baseline and 0.5 one spread above (HRV is the stress marker of choice: Kim et al.
-2018, Psychiatry Investig. 15:235).
-
-Faces: the quality-weighted mean expression gives valence and arousal on the circumplex
-(`agent.affect.circumplex`) and the discrete emotion (its most probable class).
-Arousal combines face and physiology weighted by their confidence.
+Fusion (`agent.affect.fusion`) turns the face's expression and the physiology's z-scores
+against the wearer's personal baseline (`agent.affect.baseline`) into valence, arousal,
+stress, a discrete emotion and a confidence; the weights, directions and their sources are
+documented there. In audience mode (`physiology=False`) heart and skin events are ignored:
+only group-level face aggregates are made.
 """
 
 from __future__ import annotations
@@ -36,15 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from agent.affect.circumplex import mean_expression, valence_arousal
-from agent.events import EXPRESSIONS, EdaEvent, Event, FaceObservation, FrameEvent, HeartEvent
+from agent.affect.baseline import PersonalBaseline
+from agent.affect.fusion import Fused, face_estimate, fuse, physio_estimate
+from agent.events import EdaEvent, Event, FaceObservation, FrameEvent, HeartEvent
 from agent.physio.eda import eda_features
 from agent.physio.hrv import hrv_features
 from agent.physio.rr import clean_rr
 
 PAYLOAD_VERSION = 1
-FLOORS = {"hr_bpm": 5.0, "rmssd_ms": 10.0, "scl_us": 0.5, "scr_per_min": 2.0}
-SIGNS = {"hr_bpm": 1.0, "rmssd_ms": -1.0, "scl_us": 1.0, "scr_per_min": 1.0}
+STATUSES = ("ok", "calibrating", "insufficient_data")
+PHYSIO_KEYS = ("hr_bpm", "rmssd_ms", "scl_us", "scr_per_min")
 
 
 def iso(t: float) -> str:
@@ -56,61 +49,81 @@ def _round(x: float | None, nd: int = 3) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), nd)
 
 
+def window_json(start: float, end: float) -> dict[str, Any]:
+    return {"start": iso(start), "end": iso(end), "seconds": round(end - start, 3)}
+
+
 @dataclass(frozen=True)
 class WindowState:
     start: float
     end: float
-    status: str  # ok | calibrating | insufficient_data
+    status: str  # one of STATUSES
     modalities: tuple[str, ...]
-    evidence: dict[str, float]
-    valence: float | None = None
-    arousal: float | None = None
-    stress: float | None = None
-    emotion: str | None = None
-    confidence: float | None = None
+    evidence: dict[str, float | int | None]
+    fused: Fused | None = None
+    face: dict[str, float] | None = None  # the face's own valence, arousal, confidence
+    body: dict[str, float] | None = None  # physiology's own arousal, stress, confidence
+    baseline: dict[str, Any] = field(default_factory=dict)
     vitals: dict[str, float | None] = field(default_factory=dict)
 
-    def payload(self, device: str, with_vitals: bool) -> dict[str, Any]:
-        """The versioned JSON object published on `<prefix>/state` (seq added by the outbox)."""
+    @property
+    def valence(self) -> float | None:
+        return None if self.fused is None else self.fused.valence
+
+    @property
+    def arousal(self) -> float | None:
+        return None if self.fused is None else self.fused.arousal
+
+    @property
+    def stress(self) -> float | None:
+        return None if self.fused is None else self.fused.stress
+
+    @property
+    def emotion(self) -> str | None:
+        return None if self.fused is None else self.fused.emotion
+
+    @property
+    def confidence(self) -> float | None:
+        return None if self.fused is None else self.fused.confidence
+
+    def payload(self, device: str, with_vitals: bool, mode: str = "personal") -> dict[str, Any]:
+        """The versioned JSON object published on `<prefix>/state` (seq added by the outbox).
+
+        Its JSON Schema is agent/schemas/state.json (`emotion-agent schema state`).
+        """
+        f = self.fused
+        ok = self.status == "ok" and f is not None
         body: dict[str, Any] = {
             "v": PAYLOAD_VERSION,
             "device": device,
             "ts": iso(self.end),
-            "window": {
-                "start": iso(self.start),
-                "end": iso(self.end),
-                "seconds": round(self.end - self.start, 3),
-            },
+            "window": window_json(self.start, self.end),
             "status": self.status,
-            "valence": _round(self.valence),
-            "arousal": _round(self.arousal),
-            "stress": _round(self.stress),
-            "emotion": self.emotion,
-            "confidence": _round(self.confidence),
+            "mode": mode,
+            "valence": _round(f.valence) if ok else None,
+            "arousal": _round(f.arousal) if ok else None,
+            "stress": _round(f.stress) if ok else None,
+            "emotion": f.emotion if ok else None,
+            "confidence": _round(f.confidence) if ok else None,
+            "emotions": (
+                {k: _round(v) for k, v in f.emotions.items()} if ok and f.emotions else None
+            ),
+            "agreement": _round(f.agreement) if ok else None,
             "modalities": list(self.modalities),
+            "contributions": {
+                "face": _rounded(self.face) if ok else None,
+                "body": _rounded(self.body) if ok else None,
+            },
+            "baseline": self.baseline,
             "evidence": self.evidence,
         }
-        if with_vitals:
+        if with_vitals and mode == "personal":
             body["vitals"] = {k: _round(v, 2) for k, v in self.vitals.items()}
         return body
 
 
-@dataclass
-class _Baseline:
-    """Mean and spread of each signal over the first windows that had it."""
-
-    needed: int
-    samples: dict[str, list[float]] = field(default_factory=dict)
-
-    def z(self, key: str, value: float) -> float | None:
-        """The z-score against the baseline, or None while the baseline is forming."""
-        values = self.samples.setdefault(key, [])
-        if len(values) < self.needed:
-            values.append(value)
-            return None
-        arr = np.asarray(values)
-        spread = arr.std(ddof=1) if arr.size > 1 else 0.0
-        return SIGNS[key] * float((value - arr.mean()) / max(spread, FLOORS[key]))
+def _rounded(d: dict[str, float] | None) -> dict[str, float | None] | None:
+    return None if d is None else {k: _round(v) for k, v in d.items()}
 
 
 @dataclass
@@ -119,6 +132,8 @@ class _Window:
     no_contact: int = 0
     eda_seconds: float = 0.0
     frames: int = 0
+    face_frames: int = 0  # analysed frames that held at least one face
+    faces_max: int = 0  # most faces in one frame: a lower bound on the people present
     face_probs: list[tuple[float, ...]] = field(default_factory=list)
     face_quality: list[float] = field(default_factory=list)
 
@@ -130,12 +145,13 @@ class WindowAggregator:
         self,
         min_beats: int = 5,
         min_eda_s: float = 5.0,
-        baseline_windows: int = 6,
         hrv_window_s: float = 60.0,
         eda_window_s: float = 60.0,
         max_corrected_fraction: float = 0.2,
         gap_tolerance_s: float = 0.5,
         scr_min_amplitude_us: float = 0.01,
+        baseline: PersonalBaseline | None = None,
+        physiology: bool = True,
     ) -> None:
         self.min_beats = min_beats
         self.min_eda_s = min_eda_s
@@ -144,14 +160,18 @@ class WindowAggregator:
         self.max_corrected_fraction = max_corrected_fraction
         self.gap_tolerance_s = gap_tolerance_s
         self.scr_min_amplitude_us = scr_min_amplitude_us
+        self.baseline = baseline if baseline is not None else PersonalBaseline()
+        self.physiology = physiology
         self._win = _Window()
         self._rr: deque[tuple[float, float]] = deque()  # (arrival t, RR ms)
         self._eda: deque[tuple[float, float, float]] = deque()  # (t, µS, rate)
-        self._baseline = _Baseline(baseline_windows)
-        self.counts: dict[str, int] = {"heart": 0, "eda": 0, "camera": 0, "faces": 0}
+        self.counts: dict[str, int] = {"heart": 0, "eda": 0, "camera": 0, "faces": 0, "ignored": 0}
 
     def put(self, event: Event) -> None:
         w = self._win
+        if isinstance(event, HeartEvent | EdaEvent) and not self.physiology:
+            self.counts["ignored"] += 1  # audience mode: bodies are not measured
+            return
         if isinstance(event, HeartEvent):
             self.counts["heart"] += 1
             w.notifications += 1
@@ -170,10 +190,19 @@ class WindowAggregator:
             self.counts["camera"] += 1
             w.frames += 1
         elif isinstance(event, FaceObservation):  # one per analysed frame, faces or not
-            self.counts["faces"] += len(event.quality)
+            n = len(event.quality)
+            self.counts["faces"] += n
             w.frames += 1
+            w.face_frames += n > 0
+            w.faces_max = max(w.faces_max, n)
             w.face_probs.extend(event.probabilities)
             w.face_quality.extend(event.quality)
+
+    def discard(self) -> None:
+        """Drop the open window's evidence unseen (pause): nothing of it is analysed or kept."""
+        self._win = _Window()
+        self._rr.clear()
+        self._eda.clear()
 
     # -- analysis ---------------------------------------------------------------------
     def _heart(self, start: float, end: float) -> tuple[dict[str, float | None], int, float | None]:
@@ -192,7 +221,7 @@ class WindowAggregator:
         return (
             {"hr_bpm": f.mean_hr, "rmssd_ms": f.rmssd, "sdnn_ms": f.sdnn},
             beats,
-            (cleaned.corrected_fraction),
+            cleaned.corrected_fraction,
         )
 
     def _skin(self, end: float) -> dict[str, float | None]:
@@ -212,70 +241,57 @@ class WindowAggregator:
         w, self._win = self._win, _Window()
         heart, beats, corrected = self._heart(start, end)
         skin = self._skin(end) if w.eda_seconds > 0 else {}
-        expression = mean_expression(w.face_probs, w.face_quality)
-        evidence = {
-            "beats": beats,
-            "heart_notifications": w.notifications,
-            "corrected_beats": _round(corrected),
-            "eda_seconds": round(w.eda_seconds, 2),
+        face = face_estimate(w.face_probs, w.face_quality, w.frames, w.face_frames)
+        evidence: dict[str, float | int | None] = {
             "frames": w.frames,
             "faces": len(w.face_quality),
+            "faces_max": w.faces_max,
         }
+        if self.physiology:
+            evidence.update(
+                beats=beats,
+                heart_notifications=w.notifications,
+                corrected_beats=_round(corrected),
+                eda_seconds=round(w.eda_seconds, 2),
+            )
         vitals = {**heart, **skin}
+        present = {k: v for k in PHYSIO_KEYS if (v := vitals.get(k)) is not None}
+        z = self.baseline.observe(present, end - start, end)
+        baseline = self.baseline.status(list(present)) if self.physiology else {"state": "none"}
+        if face is None and not present:
+            return WindowState(
+                start, end, "insufficient_data", (), evidence, baseline=baseline, vitals=vitals
+            )
+        quality = 1.0 - 2.0 * (corrected or 0.0) if heart else 1.0
+        body = physio_estimate(z, max(0.0, quality))
+        fused = fuse(face, body)
+        if fused is None:  # physiology only, and its baseline is still forming
+            return WindowState(
+                start, end, "calibrating", (), evidence, baseline=baseline, vitals=vitals
+            )
+        used = body.signals if body is not None else ()
         modalities = tuple(
             m
             for m, ok in (
-                ("face", expression is not None),
-                ("heart", bool(heart)),
-                ("eda", bool(skin)),
+                ("face", face is not None),
+                ("heart", "hr_bpm" in used or "rmssd_ms" in used),
+                ("eda", "scl_us" in used or "scr_per_min" in used),
             )
             if ok
         )
-        if not modalities:
-            return WindowState(start, end, "insufficient_data", (), evidence, vitals=vitals)
-
-        zs = {}
-        for key in ("hr_bpm", "rmssd_ms", "scl_us", "scr_per_min"):
-            value = vitals.get(key)
-            if value is not None and math.isfinite(value):
-                z = self._baseline.z(key, value)
-                if z is not None:
-                    zs[key] = z
-        physio_arousal = math.tanh(float(np.mean(list(zs.values()))) / 3.0) if zs else None
-        heart_z = [zs[k] for k in ("hr_bpm", "rmssd_ms") if k in zs]
-        stress = 1.0 / (1.0 + math.exp(1.0 - float(np.mean(heart_z)))) if heart_z else None
-        physio_conf = len(zs) / 4.0
-
-        valence = face_arousal = emotion = None
-        face_conf = 0.0
-        if expression is not None:
-            valence, face_arousal = valence_arousal(expression)
-            emotion = EXPRESSIONS[int(np.argmax(expression))]
-            face_conf = float(np.mean(w.face_quality)) * float(np.max(expression))
-
-        parts = [
-            (a, c)
-            for a, c in ((physio_arousal, physio_conf), (face_arousal, face_conf))
-            if a is not None
-        ]
-        arousal = (
-            sum(a * c for a, c in parts) / sum(c for _, c in parts)
-            if parts and sum(c for _, c in parts) > 0
-            else None
-        )
-        if physio_arousal is None and expression is None:
-            return WindowState(start, end, "calibrating", modalities, evidence, vitals=vitals)
-        confidence = min(1.0, max(physio_conf, face_conf) * (0.75 + 0.25 * len(modalities) / 3))
         return WindowState(
             start,
             end,
             "ok",
             modalities,
             evidence,
-            valence,
-            arousal,
-            stress,
-            emotion,
-            confidence,
-            vitals,
+            fused,
+            face=None
+            if face is None
+            else {"valence": face.valence, "arousal": face.arousal, "confidence": face.confidence},
+            body=None
+            if body is None
+            else {"arousal": body.arousal, "stress": body.stress, "confidence": body.confidence},
+            baseline=baseline,
+            vitals=vitals,
         )

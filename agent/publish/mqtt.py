@@ -4,31 +4,57 @@ aiomqtt drives paho-mqtt 2.x on the asyncio loop (socket readiness through the l
 selector, no network thread) and lets a QoS 1 publish be awaited until its PUBACK, which
 is exactly what the outbox needs: a message is deleted only after that await returns.
 
-On every connect the retained `online` goes to `<prefix>/availability`; the last will
-is a retained `offline` there, so a crash or power loss reads as offline; a clean
-shutdown publishes `offline` itself (a clean DISCONNECT does not fire the will).
+On every connect a retained availability message (`{"v":1,"state":"online",...}`, schema
+agent/schemas/availability.json) goes to `<prefix>/availability`; the last will is a
+retained `offline` one there, so a crash or power loss reads as offline; a clean shutdown
+publishes `offline` itself (a clean DISCONNECT does not fire the will).
+
+Hooks: `on_connect(client)` runs after `online` on every connect (the runtime re-sends
+retained echoes and Home Assistant discovery there); `subscriptions` are (re)subscribed on
+every connect and their messages go to `on_message(topic, payload)`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import aiomqtt
 from paho.mqtt.enums import MQTTProtocolVersion
 
+from agent import __version__
 from agent.config import AgentConfig, parse_broker_url, resolve_secret
 from agent.publish.outbox import Outbox
 from agent.supervisor import backoff_delays
 
 log = logging.getLogger("agent.mqtt")
 
-ONLINE = b"online"
-OFFLINE = b"offline"
+AVAILABILITY_VERSION = 1
+
+
+def availability_payload(
+    device: str, state: str, reason: str | None = None, ts: str | None = None
+) -> bytes:
+    """The JSON on `<prefix>/availability` (`value_json.state` is online/offline)."""
+    body: dict[str, object] = {"v": AVAILABILITY_VERSION, "state": state, "device": device}
+    if ts is not None:
+        body["ts"] = ts
+    if state == "online":
+        body["version"] = __version__
+    if reason is not None:
+        body["reason"] = reason
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _now_iso() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -49,13 +75,17 @@ class MqttPublisher:
         self,
         cfg: AgentConfig,
         outbox: Outbox,
-        on_command: Callable[[str, bytes], None] | None = None,
+        on_message: Callable[[str, bytes], None] | None = None,
+        subscriptions: list[str] | None = None,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.outbox = outbox
         self.prefix = cfg.topic_prefix()
         self.availability_topic = f"{self.prefix}/availability"
-        self.on_command = on_command
+        self.on_message = on_message
+        self.subscriptions = list(subscriptions or [])
+        self.on_connect = on_connect
         self.stats = MqttStats()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -74,11 +104,21 @@ class MqttPublisher:
 
     async def publish_now(self, subtopic: str, payload: bytes, retain: bool = False) -> bool:
         """Fire-and-forget QoS 0 (stats and other ephemeral topics): False when offline."""
+        return await self.publish_direct(f"{self.prefix}/{subtopic}", payload, retain, qos=0)
+
+    async def publish_direct(
+        self, topic: str, payload: bytes, retain: bool = False, qos: int = 1
+    ) -> bool:
+        """Publish now, outside the outbox (retained echoes, discovery): False when offline.
+
+        For messages that are re-sent on every connect anyway, so losing one to an outage
+        loses nothing.
+        """
         client = self._client
         if client is None or not self.stats.connected:
             return False
         try:
-            await client.publish(f"{self.prefix}/{subtopic}", payload, qos=0, retain=retain)
+            await client.publish(topic, payload, qos=qos, retain=retain, timeout=10)
         except aiomqtt.MqttError:
             return False
         return True
@@ -155,7 +195,12 @@ class MqttPublisher:
             identifier=self.cfg.client_id(),
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
             clean_session=None if v5 else True,
-            will=aiomqtt.Will(self.availability_topic, OFFLINE, qos=1, retain=True),
+            will=aiomqtt.Will(
+                self.availability_topic,
+                availability_payload(self.cfg.device.name, "offline", "connection lost"),
+                qos=1,
+                retain=True,
+            ),
             keepalive=m.keepalive_s,
             timeout=10,
             tls_params=tls_params,
@@ -169,17 +214,24 @@ class MqttPublisher:
             self.stats.connected = True
             self.stats.connects += 1
             self.stats.connected_since = time.monotonic()
-            await client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
+            await client.publish(
+                self.availability_topic,
+                availability_payload(self.cfg.device.name, "online", ts=_now_iso()),
+                qos=1,
+                retain=True,
+            )
             log.info(
                 "MQTT connected to %s as %s; publishing under %s/",
                 self.cfg.mqtt.broker,
                 self.cfg.client_id(),
                 self.prefix,
             )
-            if self.on_command is not None:
-                await client.subscribe(f"{self.prefix}/set/#", qos=1)
+            for topic in self.subscriptions:
+                await client.subscribe(topic, qos=1)
             self._connected.set()
             self._client = client
+            if self.on_connect is not None:
+                await self.on_connect()
             # The listener ends (with MqttError) when the connection drops, even while the
             # outbox is idle, so a silent disconnect is noticed without waiting for a publish.
             listener = asyncio.create_task(self._listen(client))
@@ -198,7 +250,11 @@ class MqttPublisher:
                 drainer.result()  # raises what ended the drain
                 # stopping: the backlog was flushed as far as the time allowed
                 await client.publish(
-                    self.availability_topic, OFFLINE, qos=1, retain=True, timeout=2
+                    self.availability_topic,
+                    availability_payload(self.cfg.device.name, "offline", "shutdown", _now_iso()),
+                    qos=1,
+                    retain=True,
+                    timeout=2,
                 )
             finally:
                 self._client = None
@@ -208,12 +264,16 @@ class MqttPublisher:
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            if self.on_command is None:
+            if self.on_message is None:
                 continue
+            payload = message.payload
+            data = (
+                payload if isinstance(payload, bytes | bytearray) else str(payload or "").encode()
+            )
             try:
-                self.on_command(str(message.topic), bytes(message.payload or b""))
+                self.on_message(str(message.topic), bytes(data))
             except Exception:  # a bad command must not end the session
-                log.exception("MQTT command on %s failed", message.topic)
+                log.exception("MQTT message on %s failed", message.topic)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         """Publish the backlog in order, a window of `inflight` at a time, until stopped."""

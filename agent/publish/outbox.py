@@ -6,9 +6,11 @@ outage or an agent crash therefore delays messages and never loses them; after
 reconnect the backlog drains oldest first. The store is bounded by count and by age; what
 a bound drops is counted (persistently) and reported in stats.
 
-Sequence numbers increase monotonically across restarts (kept in the same database), so
-consumers can detect gaps (dropped by a bound) and duplicates (a PUBACK lost in an outage
-makes the message go out again).
+Each topic has its own sequence number (`seq` in the payload: 1, 2, 3, ... on
+`<prefix>/state`, separately on `<prefix>/summary`), increasing monotonically across
+restarts (kept in the same database), so a subscriber of one topic can detect gaps (dropped
+by a bound) and duplicates (a PUBACK lost in an outage makes the message go out again).
+Rows are drained in the order they were written, across topics.
 
 `synchronous=FULL` because a Pi loses power more often than it crashes; at one message
 every few seconds the fsync costs nothing worth saving.
@@ -80,8 +82,12 @@ class Outbox:
 
     @property
     def last_seq(self) -> int:
-        """The highest sequence number ever assigned (0 before the first)."""
+        """The number of the last row ever written, across topics (0 before the first)."""
         return self._get("last_seq")
+
+    def topic_seq(self, topic: str) -> int:
+        """The last sequence number given on `topic` (0 before the first)."""
+        return self._get(f"seq:{topic}")
 
     @property
     def dropped(self) -> int:
@@ -90,19 +96,21 @@ class Outbox:
 
     # -- writing ------------------------------------------------------------------------
     def put(self, topic: str, payload: dict[str, Any], retain: bool = False) -> int:
-        """Assign the next sequence number, store the message durably, return the number.
+        """Assign the topic's next sequence number, store the message durably, return it.
 
         The number is written into the payload as `seq` before it is serialised, so the
         stored bytes are exactly what subscribers receive.
         """
         with self._transaction():
-            seq = self._get("last_seq") + 1
+            row = self._get("last_seq") + 1
+            seq = self._get(f"seq:{topic}") + 1
             body = json.dumps({**payload, "seq": seq}, separators=(",", ":")).encode()
             self._db.execute(
                 "INSERT INTO messages(seq, topic, payload, retain, created) VALUES(?,?,?,?,?)",
-                (seq, topic, body, int(retain), self._now()),
+                (row, topic, body, int(retain), self._now()),
             )
-            self._set("last_seq", seq)
+            self._set("last_seq", row)
+            self._set(f"seq:{topic}", seq)
             self._enforce_bounds()
         for notify in self._listeners:
             notify()
