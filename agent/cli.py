@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime", choices=["auto", "tflite-runtime", "ai-edge-litert"], default="auto"
     )
 
+    for verb, text in (
+        ("pause", "pause analysis and publishing on this device (the local pause file)"),
+        ("resume", "lift the local pause (an MQTT pause, if any, stays until resumed over MQTT)"),
+    ):
+        pz = sub.add_parser(verb, help=text)
+        pz.add_argument("-c", "--config", required=True, metavar="FILE")
+
     sc = sub.add_parser("scan", help="list nearby heart-rate straps and configured EDA sensors")
     sc.add_argument("--seconds", type=_positive, default=10.0, help="how long to listen (10)")
     sc.add_argument("-c", "--config", metavar="FILE", help="for the EDA decoder and adapter")
@@ -183,10 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="check this machine can run the agent; exit 1 on a failure")
     dr.add_argument("-c", "--config", metavar="FILE", help="/etc/emotion-agent/config.yaml")
     dr.add_argument("--json", action="store_true", help="print JSON instead of a report")
+
+    sub.add_parser("bench", help="end-to-end cost, latency and peers (see bench --help)")
+    sub.add_parser("soak", help="an hour of replay: memory, fds, threads flat? (soak --help)")
     return p
 
 
+# measurement commands with options of their own: `emotion-agent bench --help`
+PASS_THROUGH = {"bench": "agent.bench.e2e", "soak": "agent.bench.soak"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in PASS_THROUGH:
+        import importlib
+
+        return int(importlib.import_module(PASS_THROUGH[argv[0]]).main(argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
@@ -243,6 +262,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return doctor(args.config, args.json)
     if args.command == "demo":
         return _demo(args)
+    if args.command in ("pause", "resume"):
+        flag = _load(args.config).pause_file()
+        try:
+            if args.command == "pause":
+                flag.parent.mkdir(parents=True, exist_ok=True)
+                flag.touch()
+            else:
+                flag.unlink(missing_ok=True)
+        except OSError as exc:
+            raise _Usage(f"{flag}: {exc.strerror or exc} (run as the service user or root)")
+        print(f"{args.command}d: {flag} {'exists' if flag.exists() else 'removed'}")
+        return 0
     if args.command == "scan":
         return _scan(args)
     if args.command in ("faces", "evaluate-expressions"):

@@ -667,6 +667,9 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             loc = _clean_loc(err["loc"])
+            named = re.match(r"(?:Value error, )?([a-z_]+(?:\.[a-z_]+)+) ", err["msg"])
+            if not loc and named and tuple(named.group(1).split(".")) in locations:
+                loc = tuple(named.group(1).split("."))  # a cross-field rule names its key
             is_key = err["type"] == "extra_forbidden"
             line, col = _locate(loc, locations, is_key)
             value = err.get("input")

@@ -197,3 +197,21 @@ def test_default_client_id_from_machine_id(tmp_path: Path) -> None:
     mid.write_text("0123456789abcdef0123456789abcdef\n")
     assert default_client_id(str(mid)) == "emotion-agent-0123456789ab"
     assert default_client_id(str(tmp_path / "none")).startswith("emotion-agent-")
+
+
+def test_audience_mode_is_camera_only_located_at_the_key() -> None:
+    text = "sources:\n  heart: {match: {name: 'X'}}\nprivacy:\n  mode: audience\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "c.yaml")
+    assert info.value.problems == [
+        "c.yaml:4:9: privacy.mode: privacy.mode audience is camera only: remove sources.heart"
+    ]
+    with pytest.raises(ConfigError, match="never publishes vitals"):
+        parse_config("privacy: {mode: audience}\npublish: {vitals: true}\n", "c.yaml")
+
+
+def test_summary_window_is_a_multiple_of_the_state_window() -> None:
+    assert parse_config("windows: {state_s: 7}\n").windows.summary_s == 63  # default rounds up
+    assert parse_config("windows: {state_s: 600}\n").windows.summary_s == 600
+    with pytest.raises(ConfigError, match=r"windows: summary_s \(25\) must be a whole multiple"):
+        parse_config("windows: {state_s: 10, summary_s: 25}\n", "c.yaml")

@@ -313,7 +313,8 @@ def test_pause_and_resume_over_mqtt_and_by_file(
         assert sub.wait_for(lambda m: n_states(m) >= paused_at + 2)
 
         flag = tmp_path / "state-contract" / "paused"
-        flag.touch()  # the local switch
+        subprocess.run(agent_cmd("pause", "-c", str(cfg)), check=True, timeout=30)
+        assert flag.exists()  # the local switch
         assert sub.wait_for(lambda m: _last_paused(m) == b"ON", 10)
         _publish(broker.port, f"{PREFIX}/set/paused", b"OFF")  # cannot lift the local pause
         time.sleep(1.5)
@@ -321,7 +322,8 @@ def test_pause_and_resume_over_mqtt_and_by_file(
         held = n_states()
         time.sleep(1.5)
         assert n_states() == held
-        flag.unlink()
+        subprocess.run(agent_cmd("resume", "-c", str(cfg)), check=True, timeout=30)
+        assert not flag.exists()
         assert sub.wait_for(lambda m: _last_paused(m) == b"OFF", 10)
         assert sub.wait_for(lambda m: n_states(m) > held)
 

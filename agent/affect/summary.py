@@ -63,7 +63,8 @@ class SummaryAccumulator:
         for key in EVIDENCE:
             vals = [s.evidence[key] for s in states if s.evidence.get(key) is not None]
             if vals:
-                evidence[key] = round(float(sum(vals)), 2)
+                total = sum(vals)
+                evidence[key] = round(float(total), 2) if key == "eda_seconds" else int(total)
         evidence["faces_max"] = max(int(s.evidence.get("faces_max") or 0) for s in states)
         return {
             "v": PAYLOAD_VERSION,
