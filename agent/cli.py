@@ -271,7 +271,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             else:
                 flag.unlink(missing_ok=True)
         except OSError as exc:
-            raise _Usage(f"{flag}: {exc.strerror or exc} (run as the service user or root)")
+            raise _Usage(
+                f"{flag}: {exc.strerror or exc} (run as the service user or root)"
+            ) from None
         print(f"{args.command}d: {flag} {'exists' if flag.exists() else 'removed'}")
         return 0
     if args.command == "scan":
@@ -309,7 +311,11 @@ def _run(
     def show(topic: str, payload: dict[str, Any]) -> None:
         if states is not None and topic.endswith("/state"):
             states.append(payload)
-        print(f"{topic} {json.dumps(payload, separators=(',', ':'))}", flush=True)
+        try:
+            print(f"{topic} {json.dumps(payload, separators=(',', ':'))}", flush=True)
+        except BrokenPipeError:  # `... | head`: the reader is gone, so stop as a pipe would
+            sys.stdout = open(os.devnull, "w")
+            agent.request_stop()
 
     agent = Agent(
         cfg, on_publish=show if echo else None, stop_at_end=stop_at_end, duration_s=duration

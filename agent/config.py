@@ -169,8 +169,8 @@ class MqttConfig(Model):
     client_id: str | None = _field(
         None,
         "Client id",
-        "Default: emotion-agent-<first 12 hex of /etc/machine-id>, unique per device; two "
-        "clients with one id knock each other off the broker.",
+        "Default: emotion-agent-<first 12 hex of /etc/machine-id>-<device name>, unique per "
+        "device and agent; two clients with one id knock each other off the broker.",
     )
     username: str | None = _field(None, "User name", "Broker user name.")
     password: Secret | None = _field(
@@ -511,7 +511,9 @@ class AgentConfig(Model):
         return Path(self.privacy.pause_file or Path(self.device.state_dir) / "paused")
 
     def client_id(self) -> str:
-        return self.mqtt.client_id or default_client_id()
+        """Configured, else unique per machine and device name (two agents on one host
+        must not share an id: the broker would disconnect one for the other, forever)."""
+        return self.mqtt.client_id or f"{default_client_id()}-{self.device.name}"
 
 
 def default_client_id(machine_id_file: str = "/etc/machine-id") -> str:

@@ -347,7 +347,7 @@ def test_stress_segment_raises_arousal_and_stress_above_baseline(
         tmp_path, broker, "privacy: {consent: true}\nbaseline: {calibration_s: 60}\n"
     )
     proc = subprocess.run(
-        agent_cmd("replay", str(DEMO), "-c", str(cfg), "--speed", "300"),
+        agent_cmd("replay", str(DEMO), "-c", str(cfg), "--speed", "100"),
         capture_output=True,
         text=True,
         timeout=90,
@@ -422,3 +422,54 @@ def test_home_assistant_discovery_resent_and_removed(
     gone = subscriber_factory(broker.port, ha, client_id="ha-gone")
     time.sleep(1.0)
     assert gone.messages == []  # nothing retained any more
+
+
+def test_fleet_topics_cross_a_mosquitto_bridge_unchanged(
+    tmp_path: Path, subscriber_factory
+) -> None:
+    """Two devices publish to a local broker bridged to a central one (the README's bridge
+    config); `emotion-agent/+/state` on the central broker sees both, and a pause command
+    sent centrally reaches the device through the bridge."""
+    (tmp_path / "central").mkdir()
+    (tmp_path / "local").mkdir()
+    central = Broker(tmp_path / "central")
+    central.start()
+    local = Broker(
+        tmp_path / "local",
+        f"connection central\naddress 127.0.0.1:{central.port}\ncleansession false\n"
+        "restart_timeout 1\ntopic emotion-agent/# out 1\ntopic emotion-agent/+/set/# in 1\n",
+    )
+    local.start()
+    agents = []
+    try:
+        sub = subscriber_factory(central.port, "emotion-agent/+/state", client_id="centre")
+        echo = subscriber_factory(central.port, "emotion-agent/+/paused", client_id="centre-2")
+        for name in ("kitchen", "hall"):
+            cfg = write_config(
+                tmp_path,
+                local,
+                f"sources: {{replay: {{session: {DEMO}, speed: 20}}}}\n"
+                "windows: {state_s: 1}\nprivacy: {consent: true}\n",
+                name=name,
+            )
+            log = (tmp_path / f"{name}.log").open("w")
+            agents.append(subprocess.Popen(agent_cmd("run", "-c", str(cfg)), stderr=log))
+        assert sub.wait_for(
+            lambda m: (
+                {t for t, _, _ in m} >= {"emotion-agent/kitchen/state", "emotion-agent/hall/state"}
+            ),
+            30,
+        )
+        states = [json.loads(p) for _, p, _ in sub.messages]
+        assert all(not validation_errors("state", s) for s in states)
+        _publish(central.port, "emotion-agent/hall/set/paused", b"ON")  # down the bridge
+        assert echo.wait_for(
+            lambda m: ("emotion-agent/hall/paused", b"ON") in [(t, p) for t, p, _ in m], 20
+        )
+    finally:
+        for a in agents:
+            a.send_signal(signal.SIGTERM)
+        for a in agents:
+            a.wait(20)
+        local.stop()
+        central.stop()
