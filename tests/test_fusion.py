@@ -232,3 +232,13 @@ def test_throttled_word_decoding(tmp_path: Path) -> None:
 
 def test_expression_distribution_is_in_fer_order() -> None:
     assert np.argmax(onehot(HAPPY)) == EXPRESSIONS.index("happy")
+
+
+def test_calm_body_breaks_ties_but_never_overrules_a_clear_face() -> None:
+    calm = physio_estimate({"hr_bpm": 0.0, "rmssd_ms": 0.0, "scl_us": 0.0, "scr_per_min": 0.0})
+    smile = [0.0] * 7
+    smile[HAPPY], smile[NEUTRAL] = 0.6, 0.4
+    assert fuse(face_estimate([smile], [1.0], 1, 1), calm).emotion == "happy"
+    tie = [0.0] * 7
+    tie[HAPPY], tie[NEUTRAL] = 0.5, 0.5
+    assert fuse(face_estimate([tie], [1.0], 1, 1), calm).emotion == "neutral"

@@ -35,8 +35,10 @@ confidence-weighted mean of face and physiology. Stress is physiology's, blended
 face's negative activation `logistic(3 (arousal - valence) - 1.5)` at half the weight
 (angry or fearful faces are stressed, happy ones are not). The discrete emotion is the
 face's expression re-weighted by how well each class's circumplex arousal fits the fused
-arousal (a Gaussian, sigma 0.35), so a calm body moves an ambiguous surprised/happy face
-towards happy. With no face there is no discrete emotion (null) rather than a guess.
+arousal (a broad Gaussian, sigma 0.7): it only breaks near-ties, so a calm body moves an
+ambiguous surprised/happy face towards happy but never overrules a clear smile (body
+arousal is relative to the wearer's baseline, the circumplex's to a population's). With
+no face there is no discrete emotion (null) rather than a guess.
 Confidence is the noisy-or of the modalities' confidences (`1 - prod(1 - c)`), scaled by
 `0.5 + 0.5 x agreement` when face and body both give arousal (agreement
 `1 - |a_face - a_body| / 2`).
@@ -65,7 +67,7 @@ STRESS_WEIGHTS: dict[str, float] = {
     "scl_us": 0.10,
     "scr_per_min": 0.20,
 }
-EMOTION_SIGMA = 0.35  # arousal units: how far the fused arousal may sit from a class's
+EMOTION_SIGMA = 0.7  # arousal units: how far the fused arousal may sit from a class's
 FACE_STRESS_WEIGHT = 0.5  # the face's say in stress, relative to physiology's
 
 
