@@ -1,0 +1,538 @@
+"""`emotion-agent doctor`: can this machine run the agent, and if not, what to do about it.
+
+Every check returns ok, warn, fail or skip with one line of detail; every failure (and
+warning) carries the command or setting that fixes it. The exit status is 1 when any
+check failed, so an install script or a fleet tool can gate on it.
+
+The checks use the agent's own code wherever the agent has some: the configuration
+loader, the model manifest and checksum, the MQTT client builder (a real connect with
+the configured credentials and TLS). Secrets are never printed: the configuration dump
+masks them, and a broker URL loses its password.
+
+Outside systemd there is no $CREDENTIALS_DIRECTORY, so a `{credential: NAME}` secret is
+read from the file LoadCredential= would load it from: NAME beside the configuration file
+(the unit's `LoadCredential=mqtt_password:/etc/emotion-agent/mqtt_password`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import glob
+import grp
+import json
+import os
+import platform
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from agent import __version__
+from agent.config import AgentConfig, ConfigError, SecretRef, load_config, parse_broker_url
+from agent.pi import decode_throttled, throttled_word
+
+Status = Literal["ok", "warn", "fail", "skip"]
+DEFAULT_CONFIG = Path("/etc/emotion-agent/config.yaml")
+SERVICE_USER = "emotion-agent"
+MASK = "********"
+
+POWER_FIX = (
+    "use the official supply (Pi 4: 5.1 V 3 A; Pi 5: 5.1 V 5 A) and a short, thick USB-C "
+    "cable; check with `vcgencmd get_throttled` (0x0 is good)"
+)
+
+
+@dataclass
+class Result:
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+class Doctor:
+    """Runs the checks against one configuration (defaults when none is given)."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self.cfg = AgentConfig()
+        self.results: list[Result] = []
+
+    def add(self, name: str, status: Status, detail: str, fix: str | None = None) -> None:
+        self.results.append(Result(name, status, detail, fix))
+
+    def run(self) -> list[Result]:
+        self.check_config()
+        checks: list[Callable[[], None]] = [
+            self.check_python,
+            self.check_numpy,
+            self.check_runtime,
+            self.check_models,
+            self.check_camera,
+            self.check_bluetooth,
+            self.check_broker,
+            self.check_clock,
+            self.check_power,
+            self.check_temperature,
+        ]
+        for check in checks:
+            try:
+                check()
+            except Exception as exc:  # a broken check is a finding, not a traceback
+                name = check.__name__.removeprefix("check_")
+                self.add(
+                    name,
+                    "fail",
+                    f"the check itself failed: {type(exc).__name__}: {exc}",
+                    "a bug in emotion-agent doctor: report it with the output of --json",
+                )
+        return self.results
+
+    # -- configuration -------------------------------------------------------------------
+    def check_config(self) -> None:
+        path = self.config_path
+        if path is None:
+            if not DEFAULT_CONFIG.exists():
+                self.add(
+                    "config",
+                    "warn",
+                    f"no {DEFAULT_CONFIG}; checking with the defaults",
+                    "install one: sudo systemd/install.sh, or pass -c FILE",
+                )
+                return
+            path = str(DEFAULT_CONFIG)
+        self.config_path = path
+        if "CREDENTIALS_DIRECTORY" not in os.environ:
+            # where LoadCredential= reads them from: beside the configuration file
+            os.environ["CREDENTIALS_DIRECTORY"] = str(Path(path).resolve().parent)
+        try:
+            self.cfg = load_config(path)
+        except ConfigError as exc:
+            self.add(
+                "config",
+                "fail",
+                f"{path}: " + "; ".join(exc.problems),
+                f"fix the file (emotion-agent check-config {path}); a secret file "
+                "readable only by root needs sudo",
+            )
+            return
+        self.add("config", "ok", f"{path} (device {self.cfg.device.name})")
+
+    # -- software ------------------------------------------------------------------------
+    def check_python(self) -> None:
+        v = sys.version_info
+        detail = f"{platform.python_version()} on {platform.machine()} ({sys.prefix})"
+        if v < (3, 11):
+            self.add("python", "fail", detail, "Python 3.11 or newer (Raspberry Pi OS Bookworm)")
+        else:
+            self.add("python", "ok", detail)
+
+    def check_numpy(self) -> None:
+        try:
+            import numpy
+        except ImportError as exc:
+            self.add("numpy", "fail", str(exc), 'pip install "numpy<2"')
+            return
+        major = int(numpy.__version__.split(".")[0])
+        if major >= 2 and _has_module("tflite_runtime"):
+            self.add(
+                "numpy",
+                "fail",
+                f"{numpy.__version__}: tflite-runtime 2.14 needs numpy<2",
+                'pip install "numpy<2" (apt\'s picamera2 needs numpy 1.x too)',
+            )
+        else:
+            self.add("numpy", "ok", numpy.__version__)
+
+    def check_runtime(self) -> None:
+        from agent.vision.interpreter import RUNTIMES, _import_interpreter
+
+        found, missing = [], []
+        for name in RUNTIMES:
+            try:
+                found.append(f"{name} {_import_interpreter(name)[1]}")
+            except ImportError as exc:
+                missing.append(f"{name} ({exc})")
+        wanted = self.cfg.models.runtime
+        usable = [f for f in found if wanted == "auto" or f.startswith(wanted + " ")]
+        if usable:
+            self.add("runtime", "ok", ", ".join(found) + f" (models.runtime: {wanted})")
+        else:
+            self.add(
+                "runtime",
+                "fail",
+                f"models.runtime {wanted}: none imports; " + "; ".join(missing),
+                'pip install "numpy<2" "tflite-runtime==2.14.0"',
+            )
+
+    def check_models(self) -> None:
+        from agent.runtime import expression_model_path, face_detector_path
+        from agent.vision.interpreter import MANIFEST_NAME, read_manifest, sha256_of
+
+        for role, path in (
+            ("face detector", face_detector_path(self.cfg.models)),
+            ("expression", expression_model_path(self.cfg.models)),
+        ):
+            name = f"{role} model"
+            manifest = path.parent / MANIFEST_NAME
+            entry = read_manifest(manifest).get(path.name)
+            rebuild = (entry or {}).get("rebuild")
+            restore = "reinstall (sudo systemd/install.sh) or set models.face_detector/expression"
+            if not path.is_file():
+                self.add(
+                    name,
+                    "fail",
+                    f"{path} not found",
+                    restore + (f"; or rebuild it: {rebuild}" if rebuild else ""),
+                )
+                continue
+            digest = sha256_of(path)
+            if entry is None:
+                self.add(
+                    name,
+                    "warn",
+                    f"{path} is not listed in {manifest}; sha256 {digest[:16]}... unchecked",
+                    "use a shipped model, or add it to models.json",
+                )
+            elif digest != str(entry.get("sha256", "")).lower():
+                self.add(
+                    name,
+                    "fail",
+                    f"{path} sha256 {digest} != {entry['sha256']} recorded in {manifest}",
+                    restore + f"; or rebuild it: {rebuild or 'see models/MODELS.md'}",
+                )
+            else:
+                self.add(name, "ok", f"{path} sha256 {digest[:12]}... matches {manifest}")
+
+    # -- hardware ------------------------------------------------------------------------
+    def check_camera(self) -> None:
+        cam = self.cfg.sources.camera
+        if cam is None or self.cfg.sources.replay is not None:
+            self.add("camera", "skip", "no camera source configured (sources.camera)")
+            return
+        problems: list[str] = []
+        fixes: list[str] = []
+        if cam.kind == "picamera2" and not _has_module("picamera2"):
+            problems.append("picamera2 does not import")
+            fixes.append(
+                "sudo apt install python3-picamera2; the venv needs --system-site-packages"
+            )
+        nodes = sorted(glob.glob("/dev/video*")) + sorted(glob.glob("/dev/media*"))
+        if not nodes:
+            problems.append("no /dev/video* or /dev/media* nodes")
+            fixes.append(
+                "connect the camera ribbon (power off first), then `rpicam-hello --list-cameras`"
+            )
+        denied = [n for n in nodes if not os.access(n, os.R_OK | os.W_OK)]
+        if denied:
+            problems.append(f"no read/write access to {', '.join(denied[:4])}")
+        for group_problem in _group_problems("video"):
+            problems.append(group_problem)
+        if denied or _group_problems("video"):
+            fixes.append(f"sudo usermod -aG video {_me()} (and {SERVICE_USER}), then log in again")
+        detail = f"{cam.kind}: " + (", ".join(problems) if problems else f"{len(nodes)} nodes")
+        self.add("camera", "fail" if problems else "ok", detail, "; ".join(fixes) or None)
+
+    def check_bluetooth(self) -> None:
+        s = self.cfg.sources
+        if s.replay is not None or (s.heart is None and s.eda is None):
+            self.add("bluetooth", "skip", "no BLE source configured (sources.heart/eda)")
+            return
+        wanted = (s.heart.adapter if s.heart else None) or (s.eda.adapter if s.eda else None)
+        status, detail, fix = asyncio.run(_bluez_adapter(wanted))
+        groups = _group_problems("bluetooth")
+        if status == "ok" and groups:
+            status, detail = "warn", f"{detail}; {'; '.join(groups)}"
+            fix = f"sudo usermod -aG bluetooth {SERVICE_USER} (BlueZ's D-Bus policy)"
+        self.add("bluetooth", status, detail, fix)
+
+    # -- network and time ------------------------------------------------------------------
+    def check_broker(self) -> None:
+        m = self.cfg.mqtt
+        addr = parse_broker_url(m.broker)
+        where = f"{addr.host}:{addr.port}" + (" (TLS)" if addr.tls or m.tls.enabled else "")
+        try:
+            asyncio.run(_connect(self.cfg))
+        except Exception as exc:
+            status, fix = _broker_fix(exc, self.cfg)
+            self.add("broker", status, f"{where}: {_describe(exc)}", fix)
+            return
+        user = m.username or addr.username
+        self.add("broker", "ok", f"{where}: connected" + (f" as {user}" if user else ""))
+
+    def check_clock(self) -> None:
+        fix = "enable time sync: sudo timedatectl set-ntp true (systemd-timesyncd), check network"
+        if shutil.which("timedatectl"):
+            r = subprocess.run(
+                ["timedatectl", "show", "-p", "NTPSynchronized", "--value"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            if r.returncode == 0 and r.stdout.strip() in ("yes", "no"):
+                if r.stdout.strip() == "yes":
+                    self.add("clock", "ok", "synchronised (timedatectl)")
+                else:
+                    self.add("clock", "warn", "not synchronised (timedatectl)", fix)
+                return
+        state = _adjtimex_state()
+        if state is None:
+            self.add("clock", "skip", "neither timedatectl nor adjtimex answered")
+        elif state == 5:  # TIME_ERROR: the kernel's clock is not synchronised
+            self.add("clock", "warn", "not synchronised (adjtimex: TIME_ERROR)", fix)
+        else:
+            self.add("clock", "ok", f"synchronised (adjtimex state {state})")
+
+    def check_power(self) -> None:
+        value = throttled_word()
+        if value is None:
+            self.add("power", "skip", "no vcgencmd or firmware get_throttled (not a Pi)")
+            return
+        seen = [name.replace("_", " ") for name, on in decode_throttled(value).items() if on]
+        detail = f"get_throttled=0x{value:x}" + (f": {', '.join(seen)}" if seen else "")
+        if value & 0x1:
+            self.add("power", "fail", detail, POWER_FIX)
+        elif seen:
+            fix = POWER_FIX if value & 0x10001 else "cool the Pi: a heatsink or fan, airflow"
+            self.add("power", "warn", detail, fix)
+        else:
+            self.add("power", "ok", detail)
+
+    def check_temperature(self) -> None:
+        zones = sorted(glob.glob("/sys/class/thermal/thermal_zone*"))
+        reading = None
+        for zone in zones:
+            try:
+                kind = Path(zone, "type").read_text().strip()
+                temp = int(Path(zone, "temp").read_text()) / 1000
+            except (OSError, ValueError):
+                continue
+            if reading is None or kind in ("cpu-thermal", "x86_pkg_temp"):
+                reading = (kind, temp)
+        if reading is None:
+            self.add("cpu temperature", "skip", "no readable /sys/class/thermal zone")
+            return
+        kind, temp = reading
+        detail = f"{temp:.1f} °C ({kind})"
+        fix = "add a heatsink or fan (the Pi throttles at 80-85 °C)"
+        if temp >= 80:
+            self.add("cpu temperature", "fail", detail, fix)
+        elif temp >= 70:
+            self.add("cpu temperature", "warn", detail, fix)
+        else:
+            self.add("cpu temperature", "ok", detail)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _has_module(name: str) -> bool:
+    try:
+        __import__(name)
+    except Exception:  # picamera2 raises more than ImportError off a Pi
+        return False
+    return True
+
+
+def _me() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def _group_problems(group: str) -> list[str]:
+    """Who should be in `group` but is not: this user (unless root) and the service user."""
+    try:
+        g = grp.getgrnam(group)
+    except KeyError:
+        return [f"no group {group} on this system"]
+    out = []
+    if os.getuid() != 0 and g.gr_gid not in os.getgroups():
+        out.append(f"{_me()} is not in group {group}")
+    try:
+        svc = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return out
+    if SERVICE_USER not in g.gr_mem and svc.pw_gid != g.gr_gid:
+        out.append(f"{SERVICE_USER} is not in group {group}")
+    return out
+
+
+async def _bluez_adapter(wanted: str | None) -> tuple[Status, str, str | None]:
+    from dbus_fast import BusType, Message, MessageType
+    from dbus_fast.aio import MessageBus
+
+    try:
+        bus = await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM).connect(), 5)
+    except Exception as exc:
+        return "fail", f"system D-Bus: {_describe(exc)}", "is dbus running? (systemctl status dbus)"
+    try:
+        reply = await asyncio.wait_for(
+            bus.call(
+                Message(
+                    destination="org.bluez",
+                    path="/",
+                    interface="org.freedesktop.DBus.ObjectManager",
+                    member="GetManagedObjects",
+                )
+            ),
+            5,
+        )
+    finally:
+        bus.disconnect()
+    if reply is None or reply.message_type == MessageType.ERROR:
+        error = reply.error_name if reply else "no reply"
+        if error and "AccessDenied" in error:
+            return "fail", f"org.bluez: {error}", f"sudo usermod -aG bluetooth {_me()}"
+        return (
+            "fail",
+            f"org.bluez: {error}",
+            "sudo apt install bluez && sudo systemctl enable --now bluetooth",
+        )
+    adapters = {
+        path.rsplit("/", 1)[-1]: ifaces["org.bluez.Adapter1"]
+        for path, ifaces in reply.body[0].items()
+        if "org.bluez.Adapter1" in ifaces
+    }
+    if wanted:
+        adapters = {k: v for k, v in adapters.items() if k == wanted}
+    if not adapters:
+        return (
+            "fail",
+            f"no Bluetooth adapter{' ' + wanted if wanted else ''} in BlueZ",
+            "sudo rfkill unblock bluetooth; check `bluetoothctl list`",
+        )
+    powered = [name for name, props in adapters.items() if props["Powered"].value]
+    if not powered:
+        return (
+            "fail",
+            f"adapter(s) {', '.join(adapters)} not powered",
+            "bluetoothctl power on (and AutoEnable=true in /etc/bluetooth/main.conf)",
+        )
+    return "ok", f"BlueZ adapter {', '.join(powered)} powered", None
+
+
+async def _connect(cfg: AgentConfig) -> None:
+    """Connect and disconnect with the agent's own client (another client id, so a running
+    agent is not knocked off the broker)."""
+    from agent.publish.mqtt import MqttPublisher
+    from agent.publish.outbox import Outbox
+
+    mqtt = cfg.mqtt.model_copy(update={"client_id": f"{cfg.client_id()}-doctor"[:64]})
+    probe = cfg.model_copy(update={"mqtt": mqtt})
+    outbox = Outbox(":memory:")
+    try:
+        client = MqttPublisher(probe, outbox).client()
+        async with asyncio.timeout(15):
+            async with client:
+                pass
+    finally:
+        outbox.close()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
+
+
+def _broker_fix(exc: BaseException, cfg: AgentConfig) -> tuple[Status, str]:
+    text = str(exc).lower()
+    addr = parse_broker_url(cfg.mqtt.broker)
+    rc = getattr(getattr(exc, "rc", None), "value", getattr(exc, "rc", None))
+    if rc in (4, 5, 134, 135) or "not authori" in text or "bad user" in text:
+        pw = cfg.mqtt.password
+        source = (
+            f"the file {os.environ.get('CREDENTIALS_DIRECTORY', '$CREDENTIALS_DIRECTORY')}/"
+            f"{pw.credential}"
+            if isinstance(pw, SecretRef) and pw.credential
+            else "mqtt.password"
+        )
+        return "fail", (
+            f"check mqtt.username and the password ({source}) against the broker's "
+            "password file (mosquitto_passwd)"
+        )
+    if "certificate" in text or "ssl" in text or "tls" in text:
+        return "fail", (
+            "check mqtt.tls.ca_file (the CA that signed the broker), the broker's "
+            "host name, and the clock (a wrong date invalidates certificates)"
+        )
+    return "fail", (
+        f"is a broker listening on {addr.host}:{addr.port}? check mqtt.broker, "
+        f"the network and firewall (try: mosquitto_sub -h {addr.host} "
+        f"-p {addr.port} -t '$SYS/#' -C 1)"
+    )
+
+
+def _adjtimex_state() -> int | None:
+    """adjtimex(2)'s clock state (5 = TIME_ERROR: unsynchronised), read-only (modes 0)."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return None
+    buf = ctypes.create_string_buffer(512)  # >= sizeof(struct timex); modes=0 reads only
+    try:
+        state = ctypes.CDLL(libc_name, use_errno=True).adjtimex(buf)
+    except (OSError, AttributeError):
+        return None
+    return None if state < 0 else int(state)
+
+
+def masked_config(cfg: AgentConfig) -> dict[str, Any]:
+    """The configuration as a dict, every secret value replaced by a mask."""
+    data = cfg.model_dump(mode="json")
+    mqtt = data["mqtt"]
+    if isinstance(cfg.mqtt.password, str):
+        mqtt["password"] = MASK
+    if isinstance(cfg.mqtt.tls.key_password, str):
+        mqtt["tls"]["key_password"] = MASK
+    addr = parse_broker_url(cfg.mqtt.broker)
+    if addr.password:
+        mqtt["broker"] = re.sub(r"(://[^:@/]*:)[^@]*@", rf"\1{MASK}@", cfg.mqtt.broker)
+    return data  # {credential|env|file: NAME} stays: it names a place, not the secret
+
+
+def render_text(results: list[Result], config_path: str | None, cfg: AgentConfig) -> str:
+    lines = [f"emotion-agent {__version__} doctor (config: {config_path or 'defaults'})"]
+    width = max(len(r.name) for r in results)
+    for r in results:
+        tag = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}[r.status]
+        lines.append(f"  {tag:<4}  {r.name:<{width}}  {r.detail}")
+        if r.fix and r.status in ("fail", "warn"):
+            lines.append(f"  {'':<4}  {'':<{width}}  fix: {r.fix}")
+    fails = sum(r.status == "fail" for r in results)
+    warns = sum(r.status == "warn" for r in results)
+    lines.append(f"{fails} failure(s), {warns} warning(s)")
+    lines.append("configuration (secrets masked):")
+    dump = json.dumps(masked_config(cfg), indent=2)
+    lines.extend("  " + line for line in dump.splitlines())
+    return "\n".join(lines)
+
+
+def main(config_path: str | None = None, as_json: bool = False) -> int:
+    """Run every check, print the report; 1 if any check failed, else 0."""
+    doctor = Doctor(config_path)
+    results = doctor.run()
+    failed = any(r.status == "fail" for r in results)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "version": __version__,
+                    "config_file": doctor.config_path,
+                    "ok": not failed,
+                    "checks": [asdict(r) for r in results],
+                    "config": masked_config(doctor.cfg),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(render_text(results, doctor.config_path, doctor.cfg))
+    return 1 if failed else 0
