@@ -656,6 +656,10 @@ def parse_config(text: str, path: str = "<config>") -> AgentConfig:
         col = exc.position - text.rfind("\n", 0, exc.position)
         char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
         raise ConfigError([f"{path}:{line}:{col}: YAML error: {exc.reason} ({char})"]) from None
+    except RecursionError:  # PyYAML composes recursively: hundreds of nested [ or { (fuzzing)
+        raise ConfigError(
+            [f"{path}:1:1: YAML nested too deeply to read (a configuration needs a few levels)"]
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: YAML error: {exc}"]) from None
     if data is None:

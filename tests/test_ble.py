@@ -178,6 +178,7 @@ def test_a_link_left_up_by_a_previous_run_is_adopted(fake_bluez: FakeBluez) -> N
     assert fake_bluez.discovery_starts == 0
 
 
+@pytest.mark.faults
 def test_link_loss_reconnects_and_data_resumes(fake_bluez: FakeBluez) -> None:
     fake_bluez.add_device(strap())
     source = BleHeartSource(HeartSourceConfig(**FAST), BleScanner())
@@ -201,6 +202,7 @@ def test_link_loss_reconnects_and_data_resumes(fake_bluez: FakeBluez) -> None:
     assert fake_bluez.devices[STRAP].connect_calls == 2
 
 
+@pytest.mark.faults
 def test_connect_errors_are_retried_with_backoff(
     fake_bluez: FakeBluez, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -228,6 +230,7 @@ def test_connect_errors_are_retried_with_backoff(
     assert waits == [0.05, 0.1, 0.2]  # the supervisor's capped doubling, one wait per failure
 
 
+@pytest.mark.faults
 def test_a_hanging_connect_times_out_and_is_retried(fake_bluez: FakeBluez) -> None:
     device = fake_bluez.add_device(strap())
     fake_bluez.connect_delay_s = 30.0  # BlueZ waiting for a device that never answers
@@ -261,6 +264,7 @@ def test_le_abort_by_local_is_retried_inside_the_connect(fake_bluez: FakeBluez) 
     assert source.status.extra["connect_failures"] == 0
 
 
+@pytest.mark.faults
 def test_malformed_storm_is_counted_and_the_link_survives(fake_bluez: FakeBluez) -> None:
     fake_bluez.add_device(strap())
     source = BleHeartSource(HeartSourceConfig(**FAST), BleScanner())

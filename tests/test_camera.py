@@ -246,6 +246,7 @@ async def wait_until(predicate, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("fault", ["capture_error_after", "hang_after"])
 def test_supervisor_restarts_a_failed_camera(pi4, fault):
     setattr(pi4.faults, fault, 3)
@@ -281,6 +282,7 @@ def test_cancelled_while_opening_still_closes_the_camera(pi4):
     asyncio.run(body())
 
 
+@pytest.mark.faults
 def test_dropped_count_survives_a_restart(pi4):
     pi4.faults.capture_error_after = 10
     source = PiCameraSource(config(analysis_fps=30.0), ready=lambda: False)

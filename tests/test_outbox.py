@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from agent.publish.outbox import Outbox
 
 
@@ -24,6 +26,7 @@ def test_fifo_and_seq_survive_reopen(tmp_path: Path) -> None:
     ob.close()
 
 
+@pytest.mark.faults
 def test_count_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
     ob = Outbox(tmp_path / "o.sqlite3", max_messages=10)
     for i in range(25):
@@ -33,6 +36,7 @@ def test_count_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
     assert [m.seq for m in ob.pending(100)] == list(range(16, 26))
 
 
+@pytest.mark.faults
 def test_age_bound_drops_and_counts(tmp_path: Path) -> None:
     now = [1000.0]
     ob = Outbox(tmp_path / "o.sqlite3", max_age_s=60, now=lambda: now[0])
