@@ -52,8 +52,11 @@ def test_replayed_faces_give_valence_and_emotion(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    states = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines()]
+    lines = [line.split(" ", 1) for line in proc.stdout.splitlines()]
+    states = [json.loads(p) for t, p in lines if t.endswith("/state")]
+    summaries = [json.loads(p) for t, p in lines if t.endswith("/summary")]
     assert len(states) == 4
+    assert len(summaries) == 1 and summaries[0]["states"]["total"] == 4
     first, last = states[0], states[-1]
     assert first["modalities"] == ["face"] and first["status"] == "ok"
     assert first["emotion"] == "happy" and first["valence"] > 0.5  # he smiles
