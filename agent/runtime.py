@@ -36,12 +36,13 @@ from agent.publish.outbox import Outbox
 from agent.sdnotify import Notifier
 from agent.sources.base import Source
 from agent.supervisor import Supervisor
+from agent.vision.expressions import DEFAULT_EXPRESSION_MODEL
 from agent.vision.stage import FaceStage
 
 log = logging.getLogger("agent.runtime")
 
 DEFAULT_DETECTOR = "face_detection_short_range.tflite"
-DEFAULT_EXPRESSION = "emotion_minixception_int8.tflite"
+DEFAULT_EXPRESSION = DEFAULT_EXPRESSION_MODEL  # one source of truth: agent.vision.expressions
 CONNECT_WAIT_S = 10.0  # how long start-up waits for the broker before READY=1 regardless
 
 

