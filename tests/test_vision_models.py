@@ -250,20 +250,20 @@ def test_to_probabilities_renormalises_or_softmaxes() -> None:
 @needs_runtime
 def test_per_thread_model_builds_one_interpreter_per_thread() -> None:
     shared = PerThreadModel(MODELS / DEFAULT_EXPRESSION_MODEL)  # eager: built here
-    seen: list[int] = []
+    seen: list[object] = []  # the models themselves: a freed one's id() could be reused
 
     def work() -> None:
         m = shared.get()
         assert shared.get() is m
         m.run(np.zeros(m.input.shape, m.input.dtype))
-        seen.append(id(m))
+        seen.append(m)
 
     threads = [threading.Thread(target=work) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert shared.built == 4 and len(set(seen)) == 3
+    assert shared.built == 4 and len({id(m) for m in seen}) == 3
     m = shared.get()
     with m._lock, pytest.raises(RuntimeError, match="concurrently"):
         m.run(np.zeros(m.input.shape, m.input.dtype))
