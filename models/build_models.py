@@ -189,15 +189,9 @@ def build_expressions(
     size = tuple(keras_model.input_shape[1:3])
     assert keras_model.output_shape[-1] == len(EXPRESSIONS), keras_model.output_shape
 
-    # Calibration: a fixed random sample of the Training split only (never PublicTest),
-    # preprocessed by the agent's own code.
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(x_train), size=calibration, replace=False))
-    calib = preprocess(x_train[idx], size)
+    import train_expressions as te
 
-    def representative() -> Any:
-        for i in range(len(calib)):
-            yield [calib[i : i + 1]]
+    representative = te.representative_dataset(x_train, size, calibration, seed)
 
     float_bytes = tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
     (out / FLOAT_NAME).write_bytes(float_bytes)

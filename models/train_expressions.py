@@ -356,6 +356,22 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def representative_dataset(
+    x_train: np.ndarray, size: tuple[int, int], calibration: int, seed: int
+) -> Any:
+    """Full-int8 calibration: a fixed random sample of the Training split only (never
+    PublicTest), preprocessed by the agent's own code, one face per batch."""
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(x_train), size=calibration, replace=False))
+    calib = preprocess(x_train[idx], size)
+
+    def representative() -> Any:
+        for i in range(len(calib)):
+            yield [calib[i : i + 1]]
+
+    return representative
+
+
 def export(
     fer2013: Path, ckpt: Path, out: Path, calibration: int = 8000, seed: int = 0
 ) -> dict[str, Any]:
@@ -373,13 +389,7 @@ def export(
     net.load_weights(str(ckpt / "best.weights.h5"))
     model = inference_model(cfg, net)
     x_tr, _, x_pub, y_pub = load_fer2013(fer2013)
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(x_tr), size=calibration, replace=False))
-    calib = preprocess(x_tr[idx], SIZE)
-
-    def representative() -> Any:
-        for i in range(len(calib)):
-            yield [calib[i : i + 1]]
+    representative = representative_dataset(x_tr, SIZE, calibration, seed)
 
     # batch 1, as the agent runs it
     fixed = tf.function(lambda x: model(x, training=False)).get_concrete_function(
