@@ -48,9 +48,10 @@ AVAILABILITY = "emotion-agent/testdev/availability"
 
 @pytest.fixture
 def crashing_broker(tmp_path: Path) -> Iterator[Broker]:
-    """A broker that saves its state every second, so a SIGKILL loses at most a second of
-    broker bookkeeping (subscriptions), as a broker with autosave in production would."""
-    b = Broker(tmp_path, extra_conf="autosave_interval 1\n")
+    """A broker that saves its state after every change (autosave_on_changes), so a SIGKILL
+    loses no message it has acknowledged: what this test measures is the agent, not how much
+    a broker forgets between autosaves."""
+    b = Broker(tmp_path, extra_conf="autosave_on_changes true\nautosave_interval 1\n")
     b.start()
     yield b
     b.stop()
