@@ -340,13 +340,8 @@ def _report(agent: Any) -> None:
     line = f"{agent.states_made} state(s) made, {delivered} delivered to {broker}"
     if waiting:
         line += f", {waiting} waiting in the outbox ({agent.cfg.device.state_dir}) for the broker"
-    why = {
-        "no_consent": "privacy.consent is false",
-        "paused": "paused",
-        "too_few_faces": f"fewer than {agent.cfg.privacy.min_faces} faces, audience mode",
-    }
     for reason, n in agent.privacy.withheld.items():
-        line += f", {n} withheld ({why.get(reason, reason)})"
+        line += f", {n} withheld ({agent.privacy.why(reason)})"
     print(line, file=sys.stderr)
     if not s["mqtt"]["connects"]:
         print(

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Protocol
+
+
+def iso(t: float) -> str:
+    """UNIX seconds as an ISO-8601 UTC timestamp with milliseconds (`...T09:00:00.000Z`):
+    the one time format of every payload."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Clock(Protocol):

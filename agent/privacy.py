@@ -87,18 +87,17 @@ class PrivacyGate:
             return "too_few_faces"
         return None
 
+    def why(self, reason: str) -> str:
+        """A withholding reason in words (logs and the replay report)."""
+        return {
+            "no_consent": "privacy.consent is false",
+            "paused": "paused",
+            "too_few_faces": f"fewer than {self.min_faces} faces, audience mode",
+        }.get(reason, reason)
+
     def withhold(self, reason: str) -> None:
         if not self.withheld[reason]:
-            log.warning(
-                {
-                    "no_consent": "privacy.consent is false: states are computed, not published",
-                    "paused": "paused: nothing is analysed or published until resumed",
-                    "too_few_faces": (
-                        f"audience mode: windows with fewer than {self.min_faces} faces "
-                        "are withheld"
-                    ),
-                }.get(reason, reason)
-            )
+            log.warning("states withheld: %s (logged once, counted in stats)", self.why(reason))
         self.withheld[reason] += 1
 
 

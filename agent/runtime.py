@@ -15,15 +15,15 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
 from agent.affect.baseline import PersonalBaseline
 from agent.affect.summary import SummaryAccumulator
-from agent.affect.windows import WindowAggregator, iso
-from agent.clock import Clock, ScaledClock, WallClock
+from agent.affect.windows import WindowAggregator
+from agent.clock import Clock, ScaledClock, WallClock, iso
 from agent.config import AgentConfig, ModelsConfig
 from agent.control import Command, CommandError, command_subtopic, parse_command
 from agent.events import EXPRESSIONS, EvidenceSink
@@ -93,6 +93,7 @@ class Agent:
         self.summaries_made = 0
         self._ha_marker = state_dir / "homeassistant.announced"
         self._last_stats: tuple[float, dict[str, int]] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.face_stage: FaceStage | None = None
         self.health = Health()
         self.lag = LoopLagMonitor()
@@ -305,7 +306,8 @@ class Agent:
             start = self.clock.origin  # a replay's windows start with the session
         else:
             start = self.clock.now()
-            start -= start % self.cfg.windows.summary_s  # align to the wall clock (:00, :10)
+            # align to the wall clock: states at :00, :10, ..., summaries on the minute
+            start -= start % self.cfg.windows.summary_s
         period_start, n = start, 0
         while True:
             end = start + step
@@ -359,7 +361,7 @@ class Agent:
         ha_cfg = self.cfg.homeassistant
         if ha_cfg.enabled and topic == f"{ha_cfg.discovery_prefix}/status":
             if payload.strip().lower() == b"online":  # Home Assistant (re)started
-                asyncio.get_running_loop().create_task(self._announce())
+                self._spawn(self._announce())
             return
         name = command_subtopic(topic, self.prefix)
         if name is None:
@@ -383,9 +385,15 @@ class Agent:
                 "pause" if command.value else "resume",
                 "" if changed else " (no change)",
             )
-            asyncio.get_running_loop().create_task(self._echo_paused())
+            self._spawn(self._echo_paused())
         elif command.name == "baseline":
             self.baseline.reset()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a one-off publish from a sync callback; the task is kept until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _echo_paused(self) -> None:
         """The retained `<prefix>/paused` (ON/OFF), the Home Assistant switch's state."""
@@ -451,7 +459,7 @@ class Agent:
             extra = {
                 k: v
                 for k, v in s.status.extra.items()
-                if isinstance(v, bool | int | float) and v is not None  # never names/addresses
+                if isinstance(v, bool | int | float)  # never names or addresses
             }
             sources[s.name] = {
                 "fps": round(fps.get(s.name, 0.0), 2),
@@ -465,7 +473,6 @@ class Agent:
                 "counters": extra,
             }
         fs = self.face_stage.stats if self.face_stage is not None else None
-        throttle = throttling()
         withheld = dict(self.privacy.withheld)
         return {
             "v": 1,
@@ -514,7 +521,7 @@ class Agent:
             "baseline": self.baseline.status(),
             "cpu": {
                 "temperature_c": cpu_temperature_c(),
-                "throttled": None if throttle is None else throttle,
+                "throttled": throttling(),
             },
             "tasks": {
                 n: {"state": s.state, "failures": s.failures, "restarts": s.restarts}

@@ -11,7 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.affect.windows import PAYLOAD_VERSION, STATUSES, WindowState, iso, window_json
+from agent.affect.windows import PAYLOAD_VERSION, STATUSES, WindowState, window_json
+from agent.clock import iso
 from agent.events import EXPRESSIONS
 
 MEASURES = ("valence", "arousal", "stress", "confidence")
@@ -56,8 +57,8 @@ class SummaryAccumulator:
             return None
         start = first if start is None else start
         end = states[-1].end if end is None else end
-        ok = [s for s in states if s.status == "ok" and s.fused is not None]
-        emotions = Counter(s.emotion for s in ok if s.emotion is not None)
+        ok = [s.fused for s in states if s.status == "ok" and s.fused is not None]
+        emotions = Counter(f.emotion for f in ok if f.emotion is not None)
         labelled = sum(emotions.values())
         evidence: dict[str, float] = {}
         for key in EVIDENCE:
@@ -76,11 +77,12 @@ class SummaryAccumulator:
                 "total": len(states),
                 **{k: sum(1 for s in states if s.status == k) for k in STATUSES},
             },
-            **{m: _stats([v for s in ok if (v := getattr(s, m)) is not None]) for m in MEASURES},
+            **{m: _stats([v for f in ok if (v := getattr(f, m)) is not None]) for m in MEASURES},
             "emotions": {e: round(emotions[e] / labelled, 3) for e in EXPRESSIONS if emotions[e]},
             "dominant_emotion": emotions.most_common(1)[0][0] if emotions else None,
             "modalities": {
-                m: sum(1 for s in ok if m in s.modalities) for m in ("face", "heart", "eda")
+                m: sum(1 for s in states if s.status == "ok" and m in s.modalities)
+                for m in ("face", "heart", "eda")
             },
             "evidence": evidence,
         }

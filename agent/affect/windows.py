@@ -23,13 +23,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from agent.affect.baseline import PersonalBaseline
 from agent.affect.fusion import Fused, face_estimate, fuse, physio_estimate
+from agent.clock import iso
 from agent.events import EdaEvent, Event, FaceObservation, FrameEvent, HeartEvent
 from agent.physio.eda import eda_features
 from agent.physio.hrv import hrv_features
@@ -38,11 +38,6 @@ from agent.physio.rr import clean_rr
 PAYLOAD_VERSION = 1
 STATUSES = ("ok", "calibrating", "insufficient_data")
 PHYSIO_KEYS = ("hr_bpm", "rmssd_ms", "scl_us", "scr_per_min")
-
-
-def iso(t: float) -> str:
-    """UNIX seconds as an ISO-8601 UTC timestamp with milliseconds."""
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _round(x: float | None, nd: int = 3) -> float | None:
@@ -65,26 +60,6 @@ class WindowState:
     body: dict[str, float] | None = None  # physiology's own arousal, stress, confidence
     baseline: dict[str, Any] = field(default_factory=dict)
     vitals: dict[str, float | None] = field(default_factory=dict)
-
-    @property
-    def valence(self) -> float | None:
-        return None if self.fused is None else self.fused.valence
-
-    @property
-    def arousal(self) -> float | None:
-        return None if self.fused is None else self.fused.arousal
-
-    @property
-    def stress(self) -> float | None:
-        return None if self.fused is None else self.fused.stress
-
-    @property
-    def emotion(self) -> str | None:
-        return None if self.fused is None else self.fused.emotion
-
-    @property
-    def confidence(self) -> float | None:
-        return None if self.fused is None else self.fused.confidence
 
     def payload(self, device: str, with_vitals: bool, mode: str = "personal") -> dict[str, Any]:
         """The versioned JSON object published on `<prefix>/state` (seq added by the outbox).

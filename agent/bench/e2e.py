@@ -56,6 +56,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from agent.bench.faces_bench import proc_status
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = Path(__file__).resolve().parents[1] / "sessions" / "demo"
 NOMINAL = {"camera_fps": 5.0, "heart_hz": 1.0, "eda_hz": 8.0}
@@ -161,20 +163,6 @@ def mqtt_broker(url: str | None) -> Iterator[str]:
 
 
 # ---------------------------------------------------------------- child: the agent
-
-
-def proc_status(pid: int | str = "self") -> dict[str, float]:
-    """VmRSS and VmHWM (MB), threads and open descriptors of a process, from /proc."""
-    out: dict[str, float] = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key.lower() + "_mb"] = int(value.split()[0]) / 1024
-            elif key == "Threads":
-                out["threads"] = int(value)
-    out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
-    return out
 
 
 def _generated_camera(frame: Any, fps: float, clock: Any, ready: Callable[[], bool]) -> Any:

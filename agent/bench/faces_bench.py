@@ -92,20 +92,26 @@ THREAD_ENV = (
 # ---------------------------------------------------------------- child helpers
 
 
-def _proc_status_kb(field: str) -> int | None:
+def proc_status(pid: int | str = "self") -> dict[str, float]:
+    """VmRSS and VmHWM (MB), threads and open descriptors of a process, from /proc (the
+    keys /proc does not give are absent: off Linux, an empty dict)."""
+    out: dict[str, float] = {}
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    out[key.lower() + "_mb"] = int(value.split()[0]) / 1024
+                elif key == "Threads":
+                    out["threads"] = int(value)
+        out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         pass
-    return None
+    return out
 
 
 def _memory() -> dict[str, float | None]:
-    rss = _proc_status_kb("VmRSS")
-    return {"rss_mb": rss / 1024 if rss is not None else None}
+    return {"rss_mb": proc_status().get("vmrss_mb")}
 
 
 def _peak_memory() -> dict[str, float | None]:
@@ -114,8 +120,7 @@ def _peak_memory() -> dict[str, float | None]:
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     if sys.platform == "darwin":
         maxrss //= 1024
-    hwm = _proc_status_kb("VmHWM")
-    return {"ru_maxrss_mb": maxrss / 1024, "vmhwm_mb": hwm / 1024 if hwm is not None else None}
+    return {"ru_maxrss_mb": maxrss / 1024, "vmhwm_mb": proc_status().get("vmhwm_mb")}
 
 
 def _stats(times_s: list[float], wall_s: float, cpu_s: float) -> dict[str, float]:

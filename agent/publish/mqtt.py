@@ -9,7 +9,7 @@ agent/schemas/availability.json) goes to `<prefix>/availability`; the last will 
 retained `offline` one there, so a crash or power loss reads as offline; a clean shutdown
 publishes `offline` itself (a clean DISCONNECT does not fire the will).
 
-Hooks: `on_connect(client)` runs after `online` on every connect (the runtime re-sends
+Hooks: `on_connect()` runs after `online` on every connect (the runtime re-sends
 retained echoes and Home Assistant discovery there); `subscriptions` are (re)subscribed on
 every connect and their messages go to `on_message(topic, payload)`.
 """
@@ -28,6 +28,7 @@ import aiomqtt
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from agent import __version__
+from agent.clock import iso
 from agent.config import AgentConfig, parse_broker_url, resolve_secret
 from agent.publish.outbox import Outbox
 from agent.supervisor import backoff_delays
@@ -49,12 +50,6 @@ def availability_payload(
     if reason is not None:
         body["reason"] = reason
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-def _now_iso() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -216,7 +211,7 @@ class MqttPublisher:
             self.stats.connected_since = time.monotonic()
             await client.publish(
                 self.availability_topic,
-                availability_payload(self.cfg.device.name, "online", ts=_now_iso()),
+                availability_payload(self.cfg.device.name, "online", ts=iso(time.time())),
                 qos=1,
                 retain=True,
             )
@@ -251,7 +246,9 @@ class MqttPublisher:
                 # stopping: the backlog was flushed as far as the time allowed
                 await client.publish(
                     self.availability_topic,
-                    availability_payload(self.cfg.device.name, "offline", "shutdown", _now_iso()),
+                    availability_payload(
+                        self.cfg.device.name, "offline", "shutdown", iso(time.time())
+                    ),
                     qos=1,
                     retain=True,
                     timeout=2,
