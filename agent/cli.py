@@ -28,8 +28,6 @@ from agent.config import (
 
 log = logging.getLogger("agent")
 
-DEMO_SESSION = Path(__file__).parent / "sessions" / "demo"
-
 
 class JournalFormatter(logging.Formatter):
     """`<priority>logger: message` for journald (it adds time and unit itself)."""
@@ -176,15 +174,30 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     d = sub.add_parser(
-        "demo", help="replay the bundled synthetic session to a broker and show what is published"
+        "demo",
+        help="replay the bundled session (a real face, real physiology) to a broker and show "
+        "what is published",
     )
     d.add_argument("--broker", type=_broker, default="mqtt://localhost:1883", metavar="URL")
-    d.add_argument("--speed", type=_positive, default=20.0, help="default 20 (10 minutes in 30 s)")
+    d.add_argument("--speed", type=_positive, default=20.0, help="default 20 (8 minutes in 24 s)")
     d.add_argument(
         "--duration", type=_positive, metavar="S", help="replay only the first S seconds"
     )
     d.add_argument(
         "--state-dir", metavar="DIR", help="outbox location (default: a temporary folder)"
+    )
+    d.add_argument(
+        "--plot", metavar="FILE", help="draw the published states as a PNG timeline (extra: plot)"
+    )
+    d.add_argument(
+        "--homeassistant",
+        action="store_true",
+        help="announce the demo device to Home Assistant (MQTT discovery)",
+    )
+    d.add_argument(
+        "--homeassistant-remove",
+        action="store_true",
+        help="remove the demo device from Home Assistant, then exit (no replay)",
     )
 
     dr = sub.add_parser("doctor", help="check this machine can run the agent; exit 1 on a failure")
@@ -452,27 +465,43 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from agent.demo import DEMO_SESSION, demo_config, remove_homeassistant, session_parts
+
     setup_logging(args.log_level or "info")
+    if args.homeassistant_remove:
+        try:
+            n = remove_homeassistant(args.broker)
+        except OSError as exc:
+            print(f"emotion-agent: cannot reach {args.broker}: {exc}", file=sys.stderr)
+            return 1
+        print(f"removed the demo device from Home Assistant ({n} retained configs cleared)")
+        return 0
+    if args.plot:
+        _plot_check(args.plot)
     state_dir = args.state_dir or tempfile.mkdtemp(prefix="emotion-agent-demo-")
-    cfg = AgentConfig.model_validate(
-        {
-            "device": {"name": "demo", "state_dir": state_dir},
-            "mqtt": {"broker": args.broker, "reconnect": {"initial_s": 1, "max_s": 5}},
-            "sources": {"replay": {"session": str(DEMO_SESSION), "speed": args.speed}},
-            "privacy": {"consent": True},  # the demo session is synthetic: nobody to ask
-            # a short calibration, so the 10-minute session shows its stress segment
-            # (240-420 s) against a baseline formed at rest
-            "baseline": {"calibration_s": 60, "persist": False},
-            "runtime": {"shutdown_timeout_s": 5},
-        }
-    )
+    cfg = demo_config(args.broker, args.speed, state_dir, homeassistant=args.homeassistant)
     print(
-        f"emotion-agent demo: replaying the synthetic session {DEMO_SESSION} at {args.speed:g}x; "
-        f"publishing to {args.broker} under {cfg.topic_prefix()}/ (subscribe: "
+        f"emotion-agent demo: replaying {DEMO_SESSION} (a real actor's face and a real "
+        f"person's wrist physiology, see its manifest.yaml) at {args.speed:g}x; publishing to "
+        f"{args.broker} under {cfg.topic_prefix()}/ (subscribe: "
         f"mosquitto_sub -t '{cfg.topic_prefix()}/#' -v)",
         file=sys.stderr,
     )
-    return _run(cfg, stop_at_end=True, duration=args.duration, echo=True)
+    states: list[dict[str, Any]] = []
+    code = _run(cfg, stop_at_end=True, duration=args.duration, echo=True, states=states)
+    from agent.demo import summary_lines
+
+    print("\ndemo summary", file=sys.stderr)
+    for line in summary_lines(states, session_parts()):
+        print(f"  {line}", file=sys.stderr)
+    if args.homeassistant:
+        print(
+            "Home Assistant keeps the device 'emotion-agent demo' (unavailable now that the "
+            "demo has stopped); remove it with: emotion-agent demo --homeassistant-remove "
+            f"--broker {args.broker}",
+            file=sys.stderr,
+        )
+    return _plot(args.plot, states, "demo", code) if args.plot else code
 
 
 if __name__ == "__main__":

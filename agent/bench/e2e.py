@@ -59,7 +59,7 @@ from typing import Any
 from agent.bench.faces_bench import proc_status
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = Path(__file__).resolve().parents[1] / "sessions" / "demo"
+DEMO = Path(__file__).resolve().parents[1] / "sessions" / "synthetic"
 NOMINAL = {"camera_fps": 5.0, "heart_hz": 1.0, "eda_hz": 8.0}
 RAMP_FPS = (10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0)
 GOALS = {"cpu_share": 0.10, "peak_rss_mb": 150.0, "close_to_ack_p95_ms": 100.0}

@@ -146,8 +146,15 @@ class Session:
 
 
 def demo_session_path() -> Path:
-    """The synthetic demo session shipped with the package (agent/sessions/demo)."""
+    """The demo session shipped with the package (agent/sessions/demo): a real face and
+    real wrist physiology (see its manifest and agent/sessions/build_demo.py)."""
     return Path(str(files("agent.sessions") / "demo"))
+
+
+def synthetic_session_path() -> Path:
+    """The synthetic session shipped with the package (agent/sessions/synthetic): heart
+    and EDA with known properties, for tests and the benchmark."""
+    return Path(str(files("agent.sessions") / "synthetic"))
 
 
 def load_session(path: str | Path) -> Session:
