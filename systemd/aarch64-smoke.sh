@@ -102,7 +102,7 @@ BROKER_PID=$!
 mkdir -p "$R/srv/smoke"
 printf 'device: {name: arm64-smoke}\nmqtt: {broker: "mqtt://127.0.0.1:%s"}\n' "$PORT" >"$R/srv/smoke/config.yaml"
 # the RR of the bundled synthetic session, one interval per row
-"$HOST_PY" - "$SRC/agent/sessions/demo/heart.csv" "$R/srv/smoke/rr.csv" <<'EOF'
+"$HOST_PY" - "$SRC/agent/sessions/synthetic/heart.csv" "$R/srv/smoke/rr.csv" <<'EOF'
 import csv, sys
 rows = csv.DictReader(open(sys.argv[1]))
 rr = [v for row in rows for v in (row["rr_ms"] or "").split()]

@@ -62,7 +62,7 @@ mqtt:
   username: agent
   password: {credential: mqtt_password}
 sources:
-  replay: {session: /opt/emotion-agent/venv/lib/python3.11/site-packages/agent/sessions/demo, speed: 5}
+  replay: {session: /opt/emotion-agent/venv/lib/python3.11/site-packages/agent/sessions/synthetic, speed: 5}
 privacy: {consent: true}
 EOF
 mkdir -p "$R/etc/systemd/system/emotion-agent.service.d"

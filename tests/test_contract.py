@@ -31,7 +31,7 @@ pytest.importorskip("jsonschema", reason="schema validation needs jsonschema (te
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the test photo")
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "agent" / "sessions" / "demo"
+DEMO = ROOT / "agent" / "sessions" / "synthetic"
 Messages = list[tuple[str, bytes, bool]]
 PREFIX = "emotion-agent/contract"
 

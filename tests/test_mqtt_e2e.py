@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ROOT, Broker, agent_cmd, availability_state, free_port
 
-DEMO = str(ROOT / "agent" / "sessions" / "demo")
+DEMO = str(ROOT / "agent" / "sessions" / "synthetic")
 
 
 def write_config(tmp_path: Path, broker_url: str, speed: float = 50.0, **extra: str) -> Path:

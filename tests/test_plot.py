@@ -17,7 +17,7 @@ import pytest
 from agent.plot import MISSING, PlotUnavailable, require_matplotlib
 from tests.conftest import ROOT, Broker, agent_cmd
 
-DEMO = str(ROOT / "agent" / "sessions" / "demo")
+DEMO = str(ROOT / "agent" / "sessions" / "synthetic")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 MODALITY_MIXES = [

@@ -13,7 +13,7 @@ import pytest
 
 from agent.clock import ScaledClock
 from agent.events import EdaEvent, Event, FrameEvent, HeartEvent
-from agent.sessions import generate_demo
+from agent.sessions import generate_synthetic
 from agent.sources.replay import (
     LATE_GRACE_REAL_S,
     LATE_GRACE_S,
@@ -26,7 +26,7 @@ from agent.sources.session import (
     EdaRow,
     HeartRow,
     SessionError,
-    demo_session_path,
+    synthetic_session_path,
     load_session,
     read_netpbm,
 )
@@ -222,7 +222,7 @@ def test_png_without_pillow_says_how_to_install(tmp_path: Path) -> None:
 
 
 def test_replaying_the_demo_emits_in_time_order_at_the_right_times() -> None:
-    session = load_session(demo_session_path())
+    session = load_session(synthetic_session_path())
 
     async def replay() -> tuple[ListSink, list]:
         clock = ScaledClock(origin=session.origin, speed=200)
@@ -263,7 +263,7 @@ def test_replaying_the_demo_emits_in_time_order_at_the_right_times() -> None:
 
 
 def test_speed_runs_a_20_s_slice_fast_and_skips_what_went_by() -> None:
-    session = load_session(demo_session_path())
+    session = load_session(synthetic_session_path())
     speed = 100
 
     async def slice_20s() -> tuple[ListSink, ReplayHeartSource, float]:
@@ -292,7 +292,7 @@ def test_speed_runs_a_20_s_slice_fast_and_skips_what_went_by() -> None:
 
 
 def test_restart_after_a_crash_resumes_at_the_clock_time() -> None:
-    session = load_session(demo_session_path())
+    session = load_session(synthetic_session_path())
     rows = session.heart_rows()
     clock = JumpClock(session.origin + 300)
 
@@ -356,8 +356,8 @@ def test_camera_replay_decodes_frames_when_played(tmp_path: Path) -> None:
 
 
 def test_demo_session_is_deterministic_and_small(tmp_path: Path) -> None:
-    shipped = demo_session_path()
-    generate_demo.main([str(tmp_path)])
+    shipped = synthetic_session_path()
+    generate_synthetic.main([str(tmp_path)])
     names = ["manifest.yaml", "heart.csv", "eda.csv"]
     for name in names:
         assert (tmp_path / name).read_bytes() == (shipped / name).read_bytes(), name
@@ -383,7 +383,7 @@ def _rmssd(rows: list[HeartRow]) -> float:
 
 
 def test_demo_heart_and_eda_have_the_stated_properties() -> None:
-    session = load_session(demo_session_path())
+    session = load_session(synthetic_session_path())
     rows = session.heart_rows()
     rest = [r for r in rows if 30 <= r.t < 240]
     stress = [r for r in rows if 270 <= r.t < 420]

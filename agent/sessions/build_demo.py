@@ -19,11 +19,12 @@ What the script does, all of it deterministic (no randomness, fixed encoder sett
 
 - physiology: three cuts of subject `SUBJECT`'s recording, each put end to end on a new
   time axis (`PARTS`): 180 s of the baseline (its 240-420 s, where the E4 lost the fewest
-  beats), the first 180 s of the interview, the last 120 s of the rest after it. `hr_e4_1hz.csv` becomes one heart-rate
-  notification a second, as a strap sends them (hr rounded to an integer bpm, no contact
-  field: the E4 has none), each carrying the RR intervals of `ibi.csv` whose beat fell in
-  the second before it (often none: the E4 drops beats when the wrist moves, and a
-  notification without RR is normal). `eda_4hz.csv` is copied sample for sample.
+  beats), the first 180 s of the interview, the last 120 s of the rest after it.
+  `hr_e4_1hz.csv` becomes one heart-rate notification a second, as a strap sends them
+  (hr rounded to an integer bpm, no contact field: the E4 has none), each carrying the
+  RR intervals of `ibi.csv` whose beat fell in the second before it (often none: the E4
+  drops beats when the wrist moves, and a notification without RR is normal).
+  `eda_4hz.csv` is copied sample for sample.
 - face: each part shows one or more of the actor's clips, in order, at `FPS` frames per
   second, cycling through that clip's frames. Each frame is converted to greyscale
   (ITU-R 601 luma, what the camera's Y plane holds), cropped to the 240x180 window
