@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     fc = sub.add_parser("faces", help="detect faces and read expressions in photos (JSON)")
-    fc.add_argument("images", nargs="+", metavar="IMAGE", help="PGM/PPM, or PNG/JPEG with Pillow")
+    fc.add_argument("images", nargs="+", metavar="IMAGE", help="PGM, PPM, PNG or JPEG")
     fc.add_argument("-c", "--config", metavar="FILE", help="for models.* (runtime, files)")
 
     ev = sub.add_parser(

@@ -26,9 +26,9 @@ from agent.sources.session import (
     EdaRow,
     HeartRow,
     SessionError,
-    synthetic_session_path,
     load_session,
     read_netpbm,
+    synthetic_session_path,
 )
 
 MANIFEST = """\
@@ -204,18 +204,27 @@ def test_missing_manifest_and_folder(tmp_path: Path) -> None:
         load_session(tmp_path)
 
 
-def test_png_without_pillow_says_how_to_install(tmp_path: Path) -> None:
-    try:
-        import PIL  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("Pillow is installed")
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_png_and_jpeg_frames_decode_out_of_the_box(tmp_path: Path, fmt: str) -> None:
+    """Pillow is a dependency: a plain install reads PNG and JPEG frames."""
+    from PIL import Image
+
+    from agent.sources.session import read_image
+
     (tmp_path / "s").mkdir()
-    (tmp_path / "s" / "f.png").write_bytes(b"\x89PNG")
-    frames = FRAMES + "2,f.png,CC0-1.0\n"
-    with pytest.raises(SessionError, match=r"frames\.csv, line 4: f\.png.*pip install pillow"):
-        load_session(make_session(tmp_path / "s", **{"frames.csv": frames}))
+    gradient = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1))  # (48, 64)
+    name = f"f.{fmt.lower()}"
+    Image.fromarray(gradient).save(tmp_path / "s" / name, format=fmt, quality=95)
+    session = load_session(
+        make_session(tmp_path / "s", **{"frames.csv": FRAMES + f"2,{name},CC0-1.0\n"})
+    )
+    image = session.load_frame(session.frame_rows()[-1])
+    assert image.shape == (48, 64) and image.dtype == np.uint8
+    tolerance = 0 if fmt == "PNG" else 4  # JPEG is lossy
+    assert np.abs(image.astype(int) - gradient).max() <= tolerance
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(SessionError, match=r"bad\.png.*cannot decode"):
+        read_image(tmp_path / "bad.png")
 
 
 # --- replay -------------------------------------------------------------------------------

@@ -13,9 +13,9 @@ Its inputs go through the real source code paths at the nominal rates:
   EDA resampled from 4 to 8 Hz);
 - camera: the camera source's own capture thread, latest-frame mailbox and drop counting
   (`agent.sources.camera._ThreadedCamera`) around a frame generator that stands in for
-  picamera2's `capture_request()`: a 128x96 Y plane (a Pi 4 lores stream) of the same
-  astronaut photograph `faces_bench` uses, at 5 fps, analysed by the real face stage and
-  TFLite models.
+  picamera2's `capture_request()`: the bundled demo session's frames (a real actor's face
+  in 128x96 Y planes, a Pi 4 lores stream; Pillow decodes them), cycled at 5 fps and
+  analysed by the real face stage and TFLite models. Nothing beyond a plain install.
 
 Measured in the child after a warm-up: CPU time / wall time (1.0 = one busy core), peak
 resident memory (VmHWM), threads and descriptors; per-stage latency: exposure to face
@@ -26,11 +26,12 @@ agent's instances (`aggregator.close`/`put`, `outbox.ack`), not from edits to th
 Then the camera rate is ramped (5, 10, 15 ... fps, a few seconds each) until the face
 stage drops frames: the highest rate sustained without a drop.
 
-Peers, in the same run on the same inputs: NeuroKit2 (the `bench` extra) computes the HRV
-and EDA features of the same 60 s windows the agent analyses every 10 s (as
-`agent.bench.hrv_eval` and `eda_eval` configure it); `fer` runs its own face pipeline on the
-same frames through `agent.bench.faces_bench` (a child interpreter that can import fer:
-`--peer-python`). Ratios are peer / ours.
+Peers, in the same run, both optional (reported as skipped, with the command that installs
+them, when absent): NeuroKit2 (the `bench` extra) computes the HRV and EDA features of the
+same 60 s windows the agent analyses every 10 s (as `agent.bench.hrv_eval` and `eda_eval`
+configure it); `agent.bench.faces_bench` times our face pipeline per runtime and `fer`'s
+on its own frames (scikit-image's astronaut, the `bench` extra; fer in a child interpreter
+that can import it: `--peer-python`). Ratios are peer / ours.
 
 Goals on the development machine: at most 10 % of one core at nominal rates, at most
 150 MB resident, window close to publish p95 under 100 ms.
@@ -114,10 +115,17 @@ def write_session(folder: Path, seconds: float, eda_hz: float = NOMINAL["eda_hz"
 
 
 def write_frames(path: Path) -> Path:
-    """faces_bench's frames (scikit-image's astronaut as a camera frames it) as .npz."""
-    from agent.bench.faces_bench import worker_frames
+    """The bundled demo session's camera frames (a real face in 128x96 Y planes, the size
+    of a Pi 4 lores stream), each once in the order the session first shows it, as .npz
+    under the key `lores` (N, H, W): decoded once here so the agent's process does not
+    pay for the decoding."""
+    import numpy as np
 
-    worker_frames(str(path))
+    from agent.sources.session import demo_session_path, load_session, read_image
+
+    session = load_session(demo_session_path())
+    files = list(dict.fromkeys(row.file for row in session.frame_rows()))
+    np.savez(path, lores=np.stack([read_image(f) for f in files]))
     return path
 
 
@@ -165,16 +173,17 @@ def mqtt_broker(url: str | None) -> Iterator[str]:
 # ---------------------------------------------------------------- child: the agent
 
 
-def _generated_camera(frame: Any, fps: float, clock: Any, ready: Callable[[], bool]) -> Any:
+def _generated_camera(frames: Any, fps: float, clock: Any, ready: Callable[[], bool]) -> Any:
     """The camera source's threaded machinery around a paced frame generator."""
     from agent.sources.camera import CameraSourceConfig, CapturedFrame, _ThreadedCamera
 
     class GeneratedCamera(_ThreadedCamera):
         """`_grab` blocks until the next frame is due, as picamera2's capture_request does,
-        and hands over a fresh copy (a real camera hands over a new buffer each time)."""
+        and hands over a fresh copy of the next frame, cycling through `frames` (a real
+        camera hands over a new buffer each time)."""
 
         def __init__(self) -> None:
-            h, w = frame.shape[:2]
+            h, w = frames[0].shape[:2]
             cfg = CameraSourceConfig.model_construct(  # rates above the config's caps, ramped
                 **{**CameraSourceConfig().model_dump(), "lores_size": (w, h)}
             )
@@ -199,7 +208,7 @@ def _generated_camera(frame: Any, fps: float, clock: Any, ready: Callable[[], bo
                 time.sleep(delay)
             self.generated += 1
             self.status.extra["frames"] = self.generated
-            return CapturedFrame(time.monotonic_ns(), frame.copy())
+            return CapturedFrame(time.monotonic_ns(), frames[self.generated % len(frames)].copy())
 
         def _close(self, handle: Any) -> None:
             pass
@@ -287,7 +296,7 @@ def child_run(spec: dict[str, Any]) -> dict[str, Any]:
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     with np.load(spec["frames"]) as data:
-        frame = np.ascontiguousarray(data["lores/original"])
+        frames = [np.ascontiguousarray(f) for f in data["lores"]]
     cfg = AgentConfig.model_validate(
         {
             "device": {"name": "bench", "state_dir": spec["state_dir"]},
@@ -306,7 +315,7 @@ def child_run(spec: dict[str, Any]) -> dict[str, Any]:
 
     camera = None
     if spec.get("camera", True):
-        camera = _generated_camera(frame, spec["schedule"][0][0], _AgentClock(holder), faces_idle)
+        camera = _generated_camera(frames, spec["schedule"][0][0], _AgentClock(holder), faces_idle)
     agent = holder["agent"] = Agent(
         cfg,
         notifier=Notifier(None, env={}),
@@ -457,7 +466,7 @@ def physio_peers(session: Path, windows: int, repeats: int = 3) -> dict[str, Any
     try:
         import neurokit2 as nk
     except ImportError:
-        return {"skipped": "neurokit2 is not installed: pip install -e '.[bench]'"}
+        return {"skipped": "neurokit2 is not installed: pip install 'emotion-agent[bench]'"}
     rr_rows: list[tuple[float, float]] = []
     with open(session / "heart.csv") as f:
         for r in csv.DictReader(f):
@@ -510,11 +519,21 @@ def physio_peers(session: Path, windows: int, repeats: int = 3) -> dict[str, Any
 
 
 def face_peers(peer_python: str | None, frames: int) -> dict[str, Any]:
-    """faces_bench on the same lores frames: ours per runtime and fer, in child processes."""
+    """faces_bench (its own frames: scikit-image's astronaut, framed as a camera would):
+    ours per runtime and fer, in child processes; skipped, saying how to install it,
+    without scikit-image."""
+    import importlib.util
+
     from agent.bench import faces_bench
 
+    if importlib.util.find_spec("skimage") is None:
+        return {
+            "skipped": "scikit-image is not installed (faces_bench frames its astronaut "
+            "photograph): pip install 'emotion-agent[bench]'"
+        }
+
     peer = peer_python or os.environ.get("EMOTION_AGENT_FER_PYTHON")
-    if peer is None and __import__("importlib").util.find_spec("fer") is not None:
+    if peer is None and importlib.util.find_spec("fer") is not None:
         peer = sys.executable
     ns = argparse.Namespace(
         frames=frames,

@@ -47,7 +47,7 @@ frames.csv -- header ``t,file,license``
     file: an image path; license: the license of that image (required, non-empty: faces
     are personal data and photos have authors). Supported images: binary netpbm, PGM
     (``P5``, grayscale -> (H, W) uint8) and PPM (``P6``, RGB -> (H, W, 3) uint8), read with
-    numpy alone; PNG and JPEG when Pillow is installed. A sample depth above 8 bits is
+    numpy alone; PNG and JPEG with Pillow (a dependency). A sample depth above 8 bits is
     scaled to uint8. Frames are decoded only when played. Video files are out of scope:
     extract frames first (e.g. ``ffmpeg -i in.mp4 -vf fps=5 frames/%05d.pgm``).
 
@@ -386,14 +386,10 @@ def _read_frames(path: Path, ctx: _Ctx) -> tuple[FrameRow, ...]:
         suffix = image.suffix.lower()
         if suffix not in _NETPBM | _PILLOW:
             raise SessionError(
-                f"{row['file']}: unsupported image type (PGM/PPM, or PNG/JPEG with Pillow; "
+                f"{row['file']}: unsupported image type (PGM, PPM, PNG or JPEG; "
                 "video is not supported: extract frames)",
                 path,
                 line,
-            )
-        if suffix in _PILLOW and not _have_pillow():
-            raise SessionError(
-                f"{row['file']}: PNG/JPEG need Pillow: pip install pillow", path, line
             )
         if not image.is_file():
             raise SessionError(f"image file not found: {row['file']}", path, line)
@@ -403,16 +399,9 @@ def _read_frames(path: Path, ctx: _Ctx) -> tuple[FrameRow, ...]:
     return tuple(out)
 
 
-def _have_pillow() -> bool:
-    try:
-        import PIL.Image  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode PGM/PPM with numpy, PNG/JPEG with Pillow: (H, W) or (H, W, 3) uint8."""
+    """Decode PGM/PPM with numpy, PNG/JPEG with Pillow (a dependency): (H, W) or (H, W, 3)
+    uint8."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in _NETPBM:
@@ -422,7 +411,11 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:
-        raise SessionError("PNG/JPEG need Pillow: pip install pillow", path) from None
+        raise SessionError(
+            "PNG/JPEG are decoded by Pillow, a dependency of emotion-agent that is missing "
+            "here: pip install pillow (or apt install python3-pil)",
+            path,
+        ) from None
     try:
         with Image.open(path) as img:
             gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
