@@ -128,29 +128,36 @@ def _seconds(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def remove_homeassistant(broker: str, discovery_prefix: str = "homeassistant") -> int:
+def remove_homeassistant(
+    broker: str, discovery_prefix: str = "homeassistant", timeout_s: float = 10.0
+) -> int:
     """Publish the empty retained configs that make Home Assistant delete the demo device.
 
-    Returns how many topics were cleared; raises OSError when the broker cannot be reached.
+    Returns how many topics were cleared once the broker acknowledged each (QoS 1); raises
+    OSError when the broker cannot be reached or does not acknowledge in time.
     """
-    import paho.mqtt.publish as publish
+    import paho.mqtt.client as paho
 
     from agent.publish.homeassistant import removal_messages
 
     address = parse_broker_url(broker)
-    messages = [
-        {"topic": topic, "payload": payload, "qos": 1, "retain": True}
-        for topic, payload in removal_messages(discovery_prefix, DEMO_DEVICE)
-    ]
-    auth = (
-        {"username": address.username, "password": address.password} if address.username else None
-    )
-    publish.multiple(
-        messages,
-        hostname=address.host,
-        port=address.port,
-        client_id="",
-        auth=auth,
-        tls={} if address.scheme == "mqtts" else None,
-    )
-    return len(messages)
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="")
+    if address.username:
+        client.username_pw_set(address.username, address.password)
+    if address.scheme == "mqtts":
+        client.tls_set()
+    client.connect(address.host, address.port)
+    client.loop_start()
+    try:
+        infos = [
+            client.publish(topic, payload, qos=1, retain=True)
+            for topic, payload in removal_messages(discovery_prefix, DEMO_DEVICE)
+        ]
+        for info in infos:
+            info.wait_for_publish(timeout_s)
+            if not info.is_published():
+                raise OSError(f"the broker did not acknowledge {len(infos)} removals in time")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return len(infos)

@@ -15,8 +15,11 @@ on the same topics, which is what Home Assistant documents for deleting an entit
 | Pause            | switch    | `<prefix>/paused`, commands on `<prefix>/set/paused` |
 
 Sensors `expire_after` a few state windows, so a stopped agent reads `unavailable` even if
-its `offline` will was lost; a null value (an `insufficient_data` window) renders as `None`,
-which Home Assistant shows as unknown. Identifiers are built from the configured device
+its `offline` will was lost; a null value (an `insufficient_data` window, or no face for
+the Emotion) renders as `None`, which Home Assistant's MQTT sensor turns into `unknown`:
+checked on Home Assistant 2025.4.4 (numeric and enum sensors alike, nothing logged). Older
+releases did so for numeric sensors only: 2024.3 showed the Emotion enum as the text
+`None` (the enum branch learnt `None` in the fix for home-assistant/core#126694, 2024). Identifiers are built from the configured device
 name only (no MAC, no machine id).
 """
 
