@@ -20,7 +20,6 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def test_bench_json_structure_and_sane_values() -> None:
-    pytest.importorskip("skimage", reason="the bench frames come from scikit-image's photo")
     if shutil.which("mosquitto") is None and not os.path.exists("/usr/sbin/mosquitto"):
         pytest.skip("the bench starts its own broker: apt install mosquitto")
     proc = subprocess.run(
