@@ -377,14 +377,18 @@ def _plot_check(path: str) -> None:
         raise _Usage(f"--plot {path}: no such folder {folder}")
 
 
-def _plot(path: str, states: list[dict[str, Any]], session: str, code: int) -> int:
+def _plot(
+    path: str, states: list[dict[str, Any]], session: str, code: int, title: str | None = None
+) -> int:
     from agent.plot import plot_timeline
 
     if not states:
         print(f"emotion-agent: no state was published: no plot written to {path}", file=sys.stderr)
         return code or 1
     try:
-        written = plot_timeline(states, Path(path).expanduser(), f"replay of {Path(session).name}")
+        written = plot_timeline(
+            states, Path(path).expanduser(), title or f"replay of {Path(session).name}"
+        )
     except (OSError, ValueError) as exc:
         print(f"emotion-agent: cannot plot to {path}: {exc}", file=sys.stderr)
         return code or 1
@@ -501,7 +505,8 @@ def _demo(args: argparse.Namespace) -> int:
             f"--broker {args.broker}",
             file=sys.stderr,
         )
-    return _plot(args.plot, states, "demo", code) if args.plot else code
+    title = "emotion-agent demo: a real face (CREMA-D) and a real body (Stress-Predict)"
+    return _plot(args.plot, states, "demo", code, title) if args.plot else code
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Pi install, proven without a Pi: a Debian bookworm arm64 root run under qemu-user.
 #
-#   sudo systemd/aarch64-smoke.sh            (about 6-7 min here, 2 cores; see README)
+#   sudo systemd/aarch64-smoke.sh            (about 6-7 min here, 2 cores; see docs/pi.md)
 #
 # Needs root, mmdebstrap, qemu-user-static and binfmt-support (apt install mmdebstrap
 # qemu-user-static binfmt-support), network for apt, and mosquitto on the host.

@@ -188,7 +188,7 @@ source_digest() {
     if [ -n "$WHEELS" ]; then
         (cd "$WHEELS" && sha256sum ./*.whl)
     else
-        (cd "$SRC" && find agent models pyproject.toml README.md -type f \
+        (cd "$SRC" && find agent models pyproject.toml README.md NOTICE.md docs -type f \
             ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
     fi | sha256sum | cut -d' ' -f1
 }
@@ -218,6 +218,13 @@ install_venv() {
     echo "$digest" >"$STAMP"
     CHANGED=1
     [ -f "$SRC/README.md" ] && put 0644 root:root "$SRC/README.md" "$PREFIX/README.md"
+    local doc
+    for doc in "$SRC"/docs/*.md "$SRC/NOTICE.md"; do
+        [ -f "$doc" ] || continue
+        [ "$doc" = "$SRC/NOTICE.md" ] && { put 0644 root:root "$doc" "$PREFIX/NOTICE.md"; continue; }
+        install -d -m 0755 "$PREFIX/docs"
+        put 0644 root:root "$doc" "$PREFIX/docs/$(basename "$doc")"
+    done
 }
 
 install_config() {

@@ -1,7 +1,7 @@
 """`emotion-agent bench` and `soak`: the commands run and report sane figures.
 
 No timing thresholds here: the machine is shared and noisy. The goals are checked by the
-commands themselves and reported with their figures (README, "Proof under stress").
+commands themselves and reported with their figures (docs/evaluations.md, "Proof under stress").
 """
 
 from __future__ import annotations

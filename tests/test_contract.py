@@ -419,7 +419,7 @@ def test_home_assistant_discovery_resent_and_removed(
 def test_fleet_topics_cross_a_mosquitto_bridge_unchanged(
     tmp_path: Path, subscriber_factory
 ) -> None:
-    """Two devices publish to a local broker bridged to a central one (the README's bridge
+    """Two devices publish to a local broker bridged to a central one (docs/mqtt.md's bridge
     config); `emotion-agent/+/state` on the central broker sees both, and a pause command
     sent centrally reaches the device through the bridge."""
     (tmp_path / "central").mkdir()

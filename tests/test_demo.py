@@ -227,3 +227,21 @@ def test_demo_shows_emotion_and_stress_on_a_real_broker(
     assert late.wait_for(lambda m: any(t == "done/x" for t, _, _ in m))
     kept = [t for t, p, retained in late.messages if retained and p]
     assert not [t for t in kept if t.startswith("homeassistant/")], kept
+
+
+def test_faces_reads_png_and_jpeg_out_of_the_box(tmp_path: Path) -> None:
+    """`emotion-agent faces` on the bundled PNG frame and the same frame as JPEG."""
+    from PIL import Image
+
+    png = DEMO / "frames" / "happy_0033.png"
+    jpeg = tmp_path / "happy.jpg"
+    Image.open(png).save(jpeg, format="JPEG", quality=92)
+    proc = subprocess.run(
+        agent_cmd("faces", str(png), str(jpeg)), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout)
+    assert [len(r["faces"]) for r in results] == [1, 1]
+    probs = [r["faces"][0]["expression"] for r in results]
+    assert all(abs(sum(p.values()) - 1.0) < 0.05 for p in probs)
+    assert all(max(p, key=p.get) == "happy" for p in probs)  # the actor's smile

@@ -1,12 +1,13 @@
 """Build the bundled demo session (agent/sessions/demo) from two real recordings.
 
-    python -m agent.sessions.build_demo --cremad DIR --stress DIR [--out DIR]
+    python -m agent.sessions.build_demo --cremad DIR --stress DIR [--out DIR] [--subject SXX]
 
     --cremad  CREMA-D actor 1001's frames: a folder with labels.csv and frame_NNNN.jpg
               (../shared/media/cremad_1001/frames_10fps in the project's workspace)
     --stress  the Stress-Predict subjects: a folder of SXX/ folders with ibi.csv,
               hr_e4_1hz.csv, eda_4hz.csv and segments.csv (../shared/data/stress/stress_predict)
     --out     where to write the session (default: agent/sessions/demo beside this file)
+    --subject another participant with the same recipe (default S18, the shipped one)
 
 The session is a COMPOSITE of two real recordings of two different people, said so in its
 manifest: the face of one actor (CREMA-D, Cao et al. 2014) performing expressions on cue,
@@ -232,8 +233,8 @@ x-inputs-sha256:
 """
 
 
-def build(cremad: Path, stress: Path, out: Path) -> Path:
-    subject = stress / SUBJECT
+def build(cremad: Path, stress: Path, out: Path, subject_id: str = SUBJECT) -> Path:
+    subject = stress / subject_id
     heart, eda, parts, start_unix = physiology(subject)
     out.mkdir(parents=True, exist_ok=True)
     for old in (out / "frames").glob("*.png"):
@@ -243,11 +244,14 @@ def build(cremad: Path, stress: Path, out: Path) -> Path:
     (out / "eda.csv").write_text("\n".join(eda) + "\n")
     (out / "frames.csv").write_text("\n".join(frames) + "\n")
     inputs = {
-        f"stress_predict/{SUBJECT}/{name}": _sha256(subject / name)
+        f"stress_predict/{subject_id}/{name}": _sha256(subject / name)
         for name in ("segments.csv", "hr_e4_1hz.csv", "ibi.csv", "eda_4hz.csv")
     }
     inputs["cremad_1001/labels.csv"] = _sha256(cremad / "labels.csv")
-    (out / "manifest.yaml").write_text(manifest(parts, start_unix, inputs))
+    text = manifest(parts, start_unix, inputs)
+    if subject_id != SUBJECT:  # another participant, same recipe: say so, not who we ship
+        text = text.replace(SUBJECT, subject_id)
+    (out / "manifest.yaml").write_text(text)
     return out
 
 
@@ -256,12 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cremad", required=True, type=Path, metavar="DIR")
     p.add_argument("--stress", required=True, type=Path, metavar="DIR")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "demo")
+    p.add_argument(
+        "--subject",
+        default=SUBJECT,
+        help=f"another Stress-Predict participant (default {SUBJECT}, the shipped one)",
+    )
     args = p.parse_args(argv)
-    for folder in (args.cremad, args.stress / SUBJECT):
+    for folder in (args.cremad, args.stress / args.subject):
         if not folder.is_dir():
             print(f"build_demo: no such folder {folder}", file=sys.stderr)
             return 2
-    out = build(args.cremad, args.stress, args.out)
+    out = build(args.cremad, args.stress, args.out, args.subject)
     print(f"demo session written to {out}")
     return 0
 
