@@ -355,6 +355,14 @@ def _report(agent: Any) -> None:
         line += f", {waiting} waiting in the outbox ({agent.cfg.device.state_dir}) for the broker"
     for reason, n in agent.privacy.withheld.items():
         line += f", {n} withheld ({agent.privacy.why(reason)})"
+    skipped = {
+        src.name: int(src.status.extra.get("skipped", 0))
+        for src in agent.sources
+        if src.status.extra.get("skipped")
+    }
+    if skipped:  # only a restarted replay source skips rows: say so, never silently
+        rows = ", ".join(f"{n} {name}" for name, n in skipped.items())
+        line += f"; SKIPPED replay rows after a source restart: {rows} (see the log)"
     print(line, file=sys.stderr)
     if not s["mqtt"]["connects"]:
         print(

@@ -58,6 +58,11 @@ class ScaledClock:
     def now(self) -> float:
         return self.origin + (time.monotonic() - self._start) * self.speed
 
+    def restart(self) -> None:
+        """Read `origin` again from this instant: set-up time (loading models, say) does
+        not count as session time."""
+        self._start = time.monotonic()
+
     async def sleep_until(self, t: float) -> None:
         delay = (t - self.now()) / self.speed
         if delay > 0:

@@ -211,6 +211,8 @@ class Agent:
             subscriptions=subscriptions,
             on_connect=self._on_connect,
         )
+        if isinstance(self.clock, ScaledClock):
+            self.clock.restart()  # a replay starts now, not when the models began loading
         sup = self.supervisor
         try:
             sup.start("mqtt", self.publisher.run)

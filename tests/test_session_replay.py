@@ -300,6 +300,21 @@ def test_speed_runs_a_20_s_slice_fast_and_skips_what_went_by() -> None:
     assert ts == pytest.approx([r.t for r in rows[skipped : skipped + len(ts)]], abs=1e-5)
 
 
+def test_a_late_first_run_delivers_every_row_late_rather_than_skipping() -> None:
+    """A busy machine may start the replay task long after the clock: nothing is lost."""
+    session = load_session(synthetic_session_path())
+    clock = JumpClock(session.origin)
+    source = ReplayHeartSource(session, clock)
+    clock.t += 50  # the task is scheduled 50 session seconds late
+    sink = ListSink(clock)
+    asyncio.run(source.run(sink))
+    assert source.status.extra["skipped"] == 0 and source.status.finished
+    assert len(sink.events) == len(session.heart_rows())
+    # late rows keep their own event times, in order
+    ts = [e.t - session.origin for e in sink.events]
+    assert ts == pytest.approx([r.t for r in session.heart_rows()], abs=1e-5)
+
+
 def test_restart_after_a_crash_resumes_at_the_clock_time() -> None:
     session = load_session(synthetic_session_path())
     rows = session.heart_rows()

@@ -7,7 +7,10 @@ the clock: a `ScaledClock(origin, speed)` runs the session `speed` times faster.
 
 A replay behaves like a live sensor across a crash: when `run` is called again it resumes
 at the clock's current time, and rows that went by while it was down are skipped and
-counted in `status.extra["skipped"]`, never emitted late in a burst.
+counted in `status.extra["skipped"]`, never emitted late in a burst. The first `run`
+starts where the clock stood when the source was built (the session start, or wherever a
+clock set mid-session points): on a busy machine it may start late, and then its first
+rows are emitted late, each with its own event time, rather than lost.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ class _ReplaySource:
         for _, item in self._items:
             self._rows_before.append(self._rows_before[-1] + self._row_count(item))
         self._next = 0  # first item not yet emitted or skipped; survives a restart
+        self._runs = 0  # calls to run(): only a restart skips what went by meanwhile
+        # where the clock stood when the replay was set up: a clock started mid-session
+        # starts the replay there; the first run's own lateness is never skipped
+        self._begin = clock.now()
 
     def _build(self) -> Sequence[tuple[float, Any]]:
         """(seconds from session start at which to emit, payload), sorted."""
@@ -66,8 +73,10 @@ class _ReplaySource:
         return 1
 
     async def run(self, sink: EvidenceSink) -> None:
+        self._runs += 1
         grace = max(LATE_GRACE_S, LATE_GRACE_REAL_S * self.clock.speed)
-        resume = bisect.bisect_left(self._emit_at, self.clock.now() - grace)
+        since = self._begin if self._runs == 1 else self.clock.now()
+        resume = bisect.bisect_left(self._emit_at, since - grace)
         if resume > self._next:
             skipped = self._rows_before[resume] - self._rows_before[self._next]
             self.status.extra["skipped"] = int(self.status.extra["skipped"]) + skipped
