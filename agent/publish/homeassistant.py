@@ -19,8 +19,8 @@ its `offline` will was lost; a null value (an `insufficient_data` window, or no 
 the Emotion) renders as `None`, which Home Assistant's MQTT sensor turns into `unknown`:
 checked on Home Assistant 2025.4.4 (numeric and enum sensors alike, nothing logged). Older
 releases did so for numeric sensors only: 2024.3 showed the Emotion enum as the text
-`None` (the enum branch learnt `None` in the fix for home-assistant/core#126694, 2024). Identifiers are built from the configured device
-name only (no MAC, no machine id).
+`None` (the enum branch learnt `None` in the fix for home-assistant/core#126694, 2024).
+Identifiers are built from the configured device name only (no MAC, no machine id).
 """
 
 from __future__ import annotations
