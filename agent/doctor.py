@@ -130,7 +130,12 @@ class Doctor:
         v = sys.version_info
         detail = f"{platform.python_version()} on {platform.machine()} ({sys.prefix})"
         if v < (3, 11):
-            self.add("python", "fail", detail, "Python 3.11 or newer (Raspberry Pi OS Bookworm)")
+            self.add(
+                "python",
+                "fail",
+                detail,
+                "Python 3.11 or newer (Raspberry Pi OS bookworm: 3.11; trixie: 3.13)",
+            )
         else:
             self.add("python", "ok", detail)
 
@@ -138,7 +143,8 @@ class Doctor:
         try:
             import numpy
         except ImportError as exc:
-            self.add("numpy", "fail", str(exc), 'pip install "numpy<2"')
+            hint = 'pip install "numpy<2"' if sys.version_info < (3, 12) else "pip install numpy"
+            self.add("numpy", "fail", str(exc), hint)
             return
         major = int(numpy.__version__.split(".")[0])
         if major >= 2 and _has_module("tflite_runtime"):
@@ -152,25 +158,36 @@ class Doctor:
             self.add("numpy", "ok", numpy.__version__)
 
     def check_runtime(self) -> None:
-        from agent.vision.interpreter import RUNTIMES, _import_interpreter
+        """Which TFLite runtime the agent will run, and why (models.runtime and what imports)."""
+        from agent.vision.interpreter import RUNTIMES, _import_interpreter, install_hint
 
-        found, missing = [], []
+        found: dict[str, str] = {}
+        missing = []
         for name in RUNTIMES:
             try:
-                found.append(f"{name} {_import_interpreter(name)[1]}")
+                found[name] = _import_interpreter(name)[1]
             except ImportError as exc:
                 missing.append(f"{name} ({exc})")
         wanted = self.cfg.models.runtime
-        usable = [f for f in found if wanted == "auto" or f.startswith(wanted + " ")]
-        if usable:
-            self.add("runtime", "ok", ", ".join(found) + f" (models.runtime: {wanted})")
+        if wanted == "auto":
+            runs = next(iter(found), None)
+            why = f"models.runtime auto: the first that imports of {', '.join(RUNTIMES)}"
         else:
+            runs = wanted if wanted in found else None
+            why = f"models.runtime {wanted}"
+        if runs is None:
             self.add(
                 "runtime",
                 "fail",
-                f"models.runtime {wanted}: none imports; " + "; ".join(missing),
-                'pip install "numpy<2" "tflite-runtime==2.14.0"',
+                f"{why}: none imports; " + "; ".join(missing),
+                install_hint(wanted),
             )
+            return
+        others = [f"{n} {v}" for n, v in found.items() if n != runs]
+        detail = f"{runs} {found[runs]} runs ({why})"
+        if others:
+            detail += "; also here, unused: " + ", ".join(others)
+        self.add("runtime", "ok", detail)
 
     def check_models(self) -> None:
         from agent.runtime import expression_model_path, face_detector_path

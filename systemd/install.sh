@@ -8,8 +8,11 @@
 #   sudo systemd/install.sh --uninstall --purge  remove /etc/emotion-agent and /var/lib/emotion-agent too
 #   sudo systemd/install.sh --root DIR ...       do any of the above inside the root DIR (chroot)
 #
-# Supported: Raspberry Pi OS Bookworm 64-bit (arm64) and Debian 12 bookworm (arm64; amd64
-# for testing), with Python 3.11 and systemd. Anything else is refused before any change.
+# Supported: Raspberry Pi OS 64-bit (arm64) or Debian (arm64; amd64 for testing), release
+# bookworm (Debian 12, Python 3.11: numpy<2 and tflite-runtime) or trixie (Debian 13,
+# Python 3.13: numpy 2 and ai-edge-litert; Raspberry Pi OS since 2025-10), with systemd.
+# Anything else is refused before any change. The apt package names below are the same on
+# both releases; pyproject's environment markers pick the Python packages for each.
 #
 # Idempotent: a second run with the same sources changes nothing (no file is rewritten
 # unless its content differs; the venv is only re-installed when the sources changed).
@@ -126,8 +129,13 @@ preflight() {
     [ -r /etc/os-release ] || die "no /etc/os-release: not Raspberry Pi OS or Debian"
     id=$(. /etc/os-release && echo "${ID:-}")
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-    case "$id" in debian | raspbian) ;; *) die "unsupported OS '$id': needs Raspberry Pi OS or Debian 12 (bookworm)" ;; esac
-    [ "$codename" = bookworm ] || die "unsupported release '$codename': needs bookworm (Debian 12 / Raspberry Pi OS 2023-10 or later)"
+    case "$id" in debian | raspbian) ;; *) die "unsupported OS '$id': needs Raspberry Pi OS or Debian (bookworm or trixie)" ;; esac
+    local want_py
+    case "$codename" in
+        bookworm) want_py=3.11 ;;
+        trixie) want_py=3.13 ;;
+        *) die "unsupported release '$codename': needs bookworm (Debian 12) or trixie (Debian 13 / Raspberry Pi OS 2025-10 or later)" ;;
+    esac
     command -v dpkg >/dev/null || die "no dpkg: not a Debian system"
     arch=$(dpkg --print-architecture)
     case "$arch" in
@@ -136,8 +144,8 @@ preflight() {
         *) die "unsupported architecture '$arch': needs arm64 (a Pi 4 or 5 with 64-bit OS), or amd64 for testing" ;;
     esac
     if command -v python3 >/dev/null; then
-        python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
-            die "python3 is $(python3 -V 2>&1 | cut -d' ' -f2); bookworm's 3.11 is required (tflite-runtime 2.14 wheels are cp311)"
+        [ "$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$want_py" ] ||
+            die "python3 is $(python3 -V 2>&1 | cut -d' ' -f2); $codename's $want_py is required"
     fi
     [ -x /bin/systemctl ] || [ -x /usr/bin/systemctl ] || die "no systemctl: systemd is required"
     if [ "$MODE" = install ]; then

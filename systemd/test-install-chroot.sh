@@ -72,14 +72,14 @@ echo "base root: $(wc -l <"$WORK/L0") paths"
 
 step "refusal: an unsupported release must be refused before anything changes"
 cp -a "$R/etc/os-release" "$WORK/os-release" # a link to ../usr/lib/os-release in Debian
-sed 's/^VERSION_CODENAME=.*/VERSION_CODENAME=trixie/' "$R/usr/lib/os-release" >"$WORK/trixie"
-rm "$R/etc/os-release" && cp "$WORK/trixie" "$R/etc/os-release"
+sed 's/^VERSION_CODENAME=.*/VERSION_CODENAME=forky/' "$R/usr/lib/os-release" >"$WORK/forky"
+rm "$R/etc/os-release" && cp "$WORK/forky" "$R/etc/os-release"
 if "$INSTALL" --root "$R" "${WHEEL_ARGS[@]}" 2>"$WORK/refused"; then
-    echo "FAIL: installed on trixie" >&2
+    echo "FAIL: installed on forky" >&2
     exit 1
 fi
 cat "$WORK/refused"
-grep -q "unsupported release 'trixie'" "$WORK/refused"
+grep -q "unsupported release 'forky'" "$WORK/refused"
 rm "$R/etc/os-release" && cp -a "$WORK/os-release" "$R/etc/os-release"
 $LIST "$R" >"$WORK/L0-refused"
 [ -z "$(python3 "$HERE/rootfs-listing.py" --diff "$WORK/L0" "$WORK/L0-refused")" ] ||

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,7 +82,11 @@ def test_broker_ok_exit_0(broker: Broker, tmp_path: Path) -> None:
     assert c["broker"]["status"] == "ok" and "connected" in c["broker"]["detail"]
     assert c["face detector model"]["status"] == "ok"
     assert c["expression model"]["status"] == "ok"
-    assert c["numpy"]["status"] == "ok" and c["numpy"]["detail"].startswith("1.")
+    # numpy 1.x beside tflite-runtime on Python 3.11 (bookworm), 2.x on 3.12+ (trixie)
+    numpy_major = "1." if sys.version_info < (3, 12) else "2."
+    assert c["numpy"]["status"] == "ok" and c["numpy"]["detail"].startswith(numpy_major)
+    # which runtime runs, and why
+    assert c["runtime"]["status"] == "ok" and " runs (models.runtime auto" in c["runtime"]["detail"]
     assert all(r["status"] in ("ok", "warn", "skip") for r in report["checks"])
     assert all(r["fix"] for r in report["checks"] if r["status"] in ("warn", "fail"))
 

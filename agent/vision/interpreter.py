@@ -52,9 +52,21 @@ INSTALLED_MODELS_DIR = Path(sys.prefix) / "share" / "emotion-agent" / "models"
 REBUILD_ALL = "python models/build_models.py all --fer2013 PATH/fer2013_train_public.npz"
 
 _INSTALL_HINT = {
-    "tflite-runtime": 'pip install "numpy<2" "tflite-runtime==2.14.0"',
-    "ai-edge-litert": 'pip install "numpy<2" ai-edge-litert',
+    # tflite-runtime's last release (2.14) has wheels up to Python 3.11 and needs numpy<2
+    "tflite-runtime": 'pip install "numpy<2" "tflite-runtime==2.14.0" (Python 3.11 only)',
+    "ai-edge-litert": (
+        'pip install "numpy<2" ai-edge-litert'
+        if sys.version_info < (3, 12)
+        else "pip install ai-edge-litert"
+    ),
 }
+
+
+def install_hint(runtime: str = "auto") -> str:
+    """The command that installs `runtime` (for "auto": the one this Python should use)."""
+    if runtime == "auto":
+        runtime = "tflite-runtime" if sys.version_info < (3, 12) else "ai-edge-litert"
+    return _INSTALL_HINT[runtime]
 
 
 class ModelError(RuntimeError):
