@@ -337,7 +337,7 @@ class ModelsConfig(Model):
     runtime: Literal["auto", "tflite-runtime", "ai-edge-litert"] = _field(
         "auto",
         "Runtime",
-        "TFLite runtime; auto: the first that imports (tflite-runtime, then ai-edge-litert).",
+        "TFLite runtime; auto: the first that imports (ai-edge-litert, then tflite-runtime).",
     )
     num_threads: int = _field(1, "Threads", "Threads per interpreter.", ge=1, le=8)
     face_detector: str | None = _field(
