@@ -48,12 +48,16 @@ update-binfmts --enable qemu-aarch64 2>/dev/null || true
 grep -q enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 || { echo "qemu-aarch64 binfmt not enabled" >&2; exit 1; }
 took
 
+[ -d "$BASE" ] && rm -rf "$BASE" # left by the old bug: a directory under the tarball's name
 if [ ! -s "$BASE" ]; then
     step "building the bookworm arm64 base root once: $BASE"
     mkdir -p "$CACHE"
-    mmdebstrap --architectures=arm64 --variant=minbase \
-        --include=systemd,systemd-sysv,ca-certificates bookworm "$BASE.part" http://deb.debian.org/debian
-    mv "$BASE.part" "$BASE"
+    # mmdebstrap picks its output format from the name: the partial file must end in
+    # .tar.zst too (a bare "$BASE.part" made it write a directory that tar could not read)
+    rm -rf "$BASE.part.tar.zst" "$BASE.part"
+    mmdebstrap --architectures=arm64 --variant=minbase --format=tar \
+        --include=systemd,systemd-sysv,ca-certificates bookworm "$BASE.part.tar.zst" http://deb.debian.org/debian
+    mv "$BASE.part.tar.zst" "$BASE"
     took
 fi
 
