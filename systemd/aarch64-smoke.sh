@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The Pi install, proven without a Pi: a Debian bookworm arm64 root run under qemu-user.
+# The Pi install, proven without a Pi: a Debian arm64 root run under qemu-user.
 #
-#   sudo systemd/aarch64-smoke.sh            (about 6-7 min here, 2 cores; see docs/pi.md)
+#   sudo systemd/aarch64-smoke.sh            bookworm: Python 3.11, tflite-runtime
+#   sudo EMOTION_AGENT_RELEASE=trixie systemd/aarch64-smoke.sh
+#                                            trixie: Python 3.13, numpy 2, ai-edge-litert
+#   (about 6-7 min here once cached, 2 cores; see docs/pi.md)
 #
-# Needs root, mmdebstrap, qemu-user-static and binfmt-support (apt install mmdebstrap
+# QEMU_CPU (default: qemu's own) picks the emulated CPU, e.g. QEMU_CPU=cortex-a72 for a
+# Pi 4, cortex-a76 for a Pi 5.
+#
+# Needs root, mmdebstrap, arch-test, qemu-user-static and binfmt-support (apt install mmdebstrap arch-test
 # qemu-user-static binfmt-support), network for apt, and mosquitto on the host.
 # Cached outside the repository in $EMOTION_AGENT_CACHE (default /work/cache): the arm64
 # base root (mmdebstrap, once) and the aarch64 wheels (pip download, once).
@@ -23,22 +29,29 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SRC=$(cd "${EMOTION_AGENT_SRC:-$HERE/..}" && pwd) # the checkout to install (default: this one)
 CACHE=${EMOTION_AGENT_CACHE:-/work/cache}
-BASE=$CACHE/bookworm-arm64-base.tar.zst
-WHEELS=$CACHE/aarch64-wheels
+RELEASE=${EMOTION_AGENT_RELEASE:-bookworm}
+case "$RELEASE" in
+    bookworm) PYV=3.11 RUNTIME=tflite-runtime RUNTIME_MODULE=tflite_runtime ;;
+    trixie) PYV=3.13 RUNTIME=ai-edge-litert RUNTIME_MODULE=ai_edge_litert ;;
+    *) echo "EMOTION_AGENT_RELEASE must be bookworm or trixie, not $RELEASE" >&2; exit 2 ;;
+esac
+ABI=cp${PYV/./}
+BASE=$CACHE/$RELEASE-arm64-base.tar.zst
+WHEELS=$CACHE/aarch64-wheels-$RELEASE
 HOST_PY=${PYTHON:-$HERE/../.venv/bin/python}
 T_START=$(date +%s.%N)
 step() { STEP_T0=$(date +%s.%N); printf '\n== %s\n' "$*"; }
 took() { printf '   (%.1f s)\n' "$(echo "$(date +%s.%N) - $STEP_T0" | bc)"; }
 
 [ "$(id -u)" = 0 ] || { echo "needs root (chroot, mount, binfmt_misc)" >&2; exit 2; }
-for tool in mmdebstrap qemu-aarch64-static update-binfmts mosquitto mosquitto_sub bc; do
+for tool in mmdebstrap arch-test qemu-aarch64-static update-binfmts mosquitto mosquitto_sub bc zstd; do
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
-        echo "missing $tool: apt install mmdebstrap qemu-user-static binfmt-support mosquitto mosquitto-clients bc" >&2
+        echo "missing $tool: apt install mmdebstrap arch-test qemu-user-static binfmt-support mosquitto mosquitto-clients bc zstd" >&2
         exit 2
     }
 done
-"$HOST_PY" -c 'import tflite_runtime' 2>/dev/null || {
-    echo "$HOST_PY lacks tflite-runtime (set PYTHON= to the project venv's python)" >&2
+"$HOST_PY" -c "import $RUNTIME_MODULE" 2>/dev/null || {
+    echo "$HOST_PY lacks $RUNTIME (set PYTHON= to the project venv's python)" >&2
     exit 2
 }
 
@@ -50,18 +63,18 @@ took
 
 [ -d "$BASE" ] && rm -rf "$BASE" # left by the old bug: a directory under the tarball's name
 if [ ! -s "$BASE" ]; then
-    step "building the bookworm arm64 base root once: $BASE"
+    step "building the $RELEASE arm64 base root once: $BASE"
     mkdir -p "$CACHE"
     # mmdebstrap picks its output format from the name: the partial file must end in
     # .tar.zst too (a bare "$BASE.part" made it write a directory that tar could not read)
     rm -rf "$BASE.part.tar.zst" "$BASE.part"
     mmdebstrap --architectures=arm64 --variant=minbase --format=tar \
-        --include=systemd,systemd-sysv,ca-certificates bookworm "$BASE.part.tar.zst" http://deb.debian.org/debian
+        --include=systemd,systemd-sysv,ca-certificates "$RELEASE" "$BASE.part.tar.zst" http://deb.debian.org/debian
     mv "$BASE.part.tar.zst" "$BASE"
     took
 fi
 
-step "wheels for cp311 aarch64 (project wheel + pinned dependencies) in $WHEELS"
+step "wheels for $ABI aarch64 (project wheel + pinned dependencies) in $WHEELS"
 mkdir -p "$WHEELS"
 rm -f "$WHEELS"/emotion_agent-*.whl
 build=$(mktemp -d)
@@ -69,10 +82,22 @@ tar -C "$SRC" --exclude=.git --exclude=.venv --exclude='*.egg-info' --exclude=bu
     --exclude=__pycache__ -cf - . | tar -C "$build" -xf -
 "$HOST_PY" -m pip wheel -q --no-deps -w "$WHEELS" "$build"
 rm -rf "$build"
-"$HOST_PY" -m pip download -q --dest "$WHEELS" --only-binary=:all: --python-version 3.11 \
-    --implementation cp --abi cp311 --platform manylinux_2_34_aarch64 \
-    --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 \
-    --platform manylinux2014_aarch64 "$WHEELS"/emotion_agent-*.whl
+# pip evaluates the project's environment markers with the interpreter it runs in, so the
+# dependencies are resolved by a Python of the target's version (pyenv has one here)
+is_py() { "$1" -c "import sys; sys.exit(sys.version_info[:2] != tuple(map(int, '$PYV'.split('.'))))" 2>/dev/null; }
+DL_PY=""
+for c in "$HOST_PY" "python$PYV" "$(pyenv root 2>/dev/null || echo /root/.pyenv)"/versions/"$PYV"*/bin/python3; do
+    if command -v "$c" >/dev/null 2>&1 && is_py "$c"; then DL_PY=$(command -v "$c"); break; fi
+done
+[ -n "$DL_PY" ] || { echo "no Python $PYV on this host to resolve the $RELEASE wheels" >&2; exit 2; }
+# every manylinux tag the target's glibc accepts (bookworm 2.36, trixie 2.41): pip only
+# takes wheels whose tag is listed (ai-edge-litert's aarch64 wheels are manylinux_2_27)
+GLIBC_MAX=$([ "$RELEASE" = trixie ] && echo 41 || echo 36)
+PLATFORMS=()
+for minor in $(seq 17 "$GLIBC_MAX"); do PLATFORMS+=(--platform "manylinux_2_${minor}_aarch64"); done
+"$DL_PY" -m pip download -q --dest "$WHEELS" --only-binary=:all: --python-version "$PYV" \
+    --implementation cp --abi "$ABI" "${PLATFORMS[@]}" --platform manylinux2014_aarch64 \
+    "$WHEELS"/emotion_agent-*.whl
 ls "$WHEELS" | sed 's/^/   /'
 took
 
@@ -113,7 +138,7 @@ rr = [v for row in rows for v in (row["rr_ms"] or "").split()]
 open(sys.argv[2], "w").write("\n".join(rr) + "\n")
 EOF
 cat >"$R/srv/smoke/models.py" <<'EOF'
-# Load both shipped models with tflite-runtime, run each once on fixed inputs, print JSON.
+# Load both shipped models with the runtime named in argv[1], run each once, print JSON.
 import json, sys
 import numpy as np
 from agent.config import ModelsConfig
@@ -122,7 +147,7 @@ from agent.vision.interpreter import load_model
 
 m, out = ModelsConfig(), {}
 for path in (face_detector_path(m), expression_model_path(m)):
-    model = load_model(path, runtime="tflite-runtime")
+    model = load_model(path, runtime=sys.argv[1])
     d = model.input
     rng = np.random.default_rng(0)
     x = (rng.integers(-128, 128, d.shape) if d.dtype.kind == "i" else rng.random(d.shape) * 2 - 1).astype(d.dtype)
@@ -142,7 +167,7 @@ for fs in proc sys dev; do
 done
 as_agent() {
     chroot --userspec=emotion-agent:emotion-agent "$R" /usr/bin/env -i PATH=/usr/bin:/bin \
-        HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 "$@"
+        HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 ${QEMU_CPU:+QEMU_CPU=$QEMU_CPU} "$@"
 }
 EA=/opt/emotion-agent/venv/bin/emotion-agent
 
@@ -153,9 +178,10 @@ as_agent $EA check-config /etc/emotion-agent/config.yaml
 as_agent $EA check-config /srv/smoke/config.yaml
 took
 
-step "smoke: both models with tflite-runtime, once; then on a photo; compared with this host"
-as_agent /opt/emotion-agent/venv/bin/python /srv/smoke/models.py 2>/dev/null >"$WORK/models-arm64.json"
-(cd "$SRC" && PYTHONPATH=$SRC "$HOST_PY" "$R/srv/smoke/models.py" 2>/dev/null) >"$WORK/models-host.json"
+step "smoke: both models with $RUNTIME, once; then on a photo; compared with this host"
+as_agent /opt/emotion-agent/venv/bin/python /srv/smoke/models.py "$RUNTIME" 2>"$WORK/models-arm64.err" >"$WORK/models-arm64.json" ||
+    { echo "the models failed on aarch64:" >&2; tail -20 "$WORK/models-arm64.err" >&2; exit 1; }
+(cd "$SRC" && PYTHONPATH=$SRC "$HOST_PY" "$R/srv/smoke/models.py" "$RUNTIME" 2>/dev/null) >"$WORK/models-host.json"
 "$HOST_PY" - "$WORK/models-arm64.json" "$WORK/models-host.json" <<'EOF'
 import json, sys
 import numpy as np
@@ -179,7 +205,7 @@ a = data.astronaut()
 open(sys.argv[1], "wb").write(b"P6\n%d %d\n255\n" % (a.shape[1], a.shape[0]) + a.tobytes())
 EOF
 then
-    printf 'models: {runtime: tflite-runtime}\n' >"$R/srv/smoke/tflite.yaml"
+    printf 'models: {runtime: %s}\n' "$RUNTIME" >"$R/srv/smoke/tflite.yaml"
     chmod a+r "$R/srv/smoke/astronaut.ppm" "$R/srv/smoke/tflite.yaml"
     as_agent $EA faces -c /srv/smoke/tflite.yaml /srv/smoke/astronaut.ppm >"$WORK/faces-arm64.json"
     (cd "$SRC" && PYTHONPATH=$SRC "$HOST_PY" -m agent faces -c "$R/srv/smoke/tflite.yaml" \
@@ -203,7 +229,7 @@ else
 fi
 took
 
-step "smoke: HRV of the demo session's RR, compared with this host"
+step "smoke: HRV of the synthetic session's RR, compared with this host"
 as_agent $EA analyze --rr /srv/smoke/rr.csv >"$WORK/hrv-arm64.json"
 (cd "$SRC" && PYTHONPATH=$SRC "$HOST_PY" -m agent analyze --rr "$R/srv/smoke/rr.csv") >"$WORK/hrv-host.json"
 "$HOST_PY" - "$WORK/hrv-arm64.json" "$WORK/hrv-host.json" <<'EOF'
@@ -248,4 +274,4 @@ for name in ("python", "numpy", "runtime", "face detector model", "expression mo
 EOF
 took
 
-printf '\nPASS: aarch64 install + smoke test in %.0f s\n' "$(echo "$(date +%s.%N) - $T_START" | bc)"
+printf '\nPASS: %s aarch64 install + smoke test (Python %s, %s) in %.0f s\n' "$RELEASE" "$PYV" "$RUNTIME" "$(echo "$(date +%s.%N) - $T_START" | bc)"

@@ -315,6 +315,24 @@ def test_a_late_first_run_delivers_every_row_late_rather_than_skipping() -> None
     assert ts == pytest.approx([r.t for r in session.heart_rows()], abs=1e-5)
 
 
+def test_sources_built_late_on_a_scaled_clock_still_start_at_its_origin() -> None:
+    """Building sources (or loading models) after the clock started skips nothing."""
+    session = load_session(synthetic_session_path())
+    clock = ScaledClock(origin=session.origin, speed=1000)
+    time.sleep(0.2)  # 200 session seconds go by before the sources exist: beyond any grace
+    sources = replay_sources(session, clock)
+
+    async def run() -> ListSink:
+        sink = ListSink(clock)
+        await asyncio.gather(*(s.run(sink) for s in sources))
+        return sink
+
+    sink = asyncio.run(run())
+    assert all(s.status.extra["skipped"] == 0 and s.status.finished for s in sources)
+    heart = [e for e in sink.events if isinstance(e, HeartEvent)]
+    assert len(heart) == len(session.heart_rows())
+
+
 def test_restart_after_a_crash_resumes_at_the_clock_time() -> None:
     session = load_session(synthetic_session_path())
     rows = session.heart_rows()

@@ -58,9 +58,10 @@ class _ReplaySource:
             self._rows_before.append(self._rows_before[-1] + self._row_count(item))
         self._next = 0  # first item not yet emitted or skipped; survives a restart
         self._runs = 0  # calls to run(): only a restart skips what went by meanwhile
-        # where the clock stood when the replay was set up: a clock started mid-session
-        # starts the replay there; the first run's own lateness is never skipped
-        self._begin = clock.now()
+        # where the replay begins: a scaled clock's origin (the session start, or a point
+        # mid-session it was set to), else where the clock stands now; the first run's own
+        # lateness (building sources, loading models, a busy machine) is never skipped
+        self._begin = float(getattr(clock, "origin", None) or clock.now())
 
     def _build(self) -> Sequence[tuple[float, Any]]:
         """(seconds from session start at which to emit, payload), sorted."""
