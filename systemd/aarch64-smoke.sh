@@ -158,7 +158,13 @@ json.dump(out, sys.stdout)
 EOF
 chmod -R a+rX "$R/srv/smoke"
 # the API file systems, as on a booted Pi (XNNPACK's cpuinfo reads /sys/devices/system/cpu)
-for fs in proc sys dev; do
+# On trixie without /sys: under qemu-user /proc/cpuinfo and /sys describe the x86 host, and
+# ai-edge-litert's cpuinfo initialisation segfaults when it can read both (measured: with
+# only one of them, or neither, every model runs, under every QEMU_CPU tried, with and
+# without XNNPACK). A real Pi describes its own ARM cores in both.
+MOUNTS="proc sys dev"
+[ "$RELEASE" = trixie ] && MOUNTS="proc dev"
+for fs in $MOUNTS; do
     case $fs in
         proc) mount -t proc proc "$R/proc" ;;
         sys) mount -t sysfs sys "$R/sys" ;;
