@@ -195,11 +195,18 @@ def test_full_replay_publishes_only_valid_aggregates(
     assert all(s["emotion"] is not None for s in states if s["status"] == "ok")
 
     # -- no raw data in any byte that left the agent --
-    blob = b"\n".join(p for _, p, _ in messages)
     rr = [v for v in raw["rr"] if len(re.sub(r"\D", "", v)) >= 6]  # distinctive values only
-    eda = raw["eda"]
-    assert len(rr) > 100 and len(eda) > 400
-    hits = [v for v in rr + eda if v.encode() in blob]
+    assert len(rr) > 100 and len(raw["eda"]) > 400
+    assert_nothing_raw(
+        messages, rr + raw["eda"], [raw["pixels"][r, 200:216] for r in (100, 150, 200)]
+    )
+
+
+def assert_nothing_raw(messages: Messages, samples: list[str], pixel_runs: list) -> None:
+    """No raw sample's text, no pixel run (as bytes or as text), no coordinate-like key and
+    no numeric array in any byte that left the agent: only named aggregates."""
+    blob = b"\n".join(p for _, p, _ in messages)
+    hits = [v for v in samples if v.encode() in blob]
     assert not hits, f"raw samples published: {hits[:5]}"
     keys: set[str] = set()
     arrays: list[list] = []
@@ -211,9 +218,7 @@ def test_full_replay_publishes_only_valid_aggregates(
     assert not keys & forbidden, keys & forbidden
     numeric_arrays = [a for a in arrays if any(isinstance(v, int | float) for v in a)]
     assert numeric_arrays == []  # no series, no coordinates: only named aggregates
-    pixels = raw["pixels"]
-    for row in (100, 150, 200):  # through the face
-        run = pixels[row, 200:216]
+    for run in pixel_runs:  # rows through a face
         assert bytes(run) not in blob
         assert ",".join(map(str, run)).encode() not in blob
 
