@@ -477,7 +477,13 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from agent.demo import DEMO_SESSION, demo_config, remove_homeassistant, session_parts
+    from agent.demo import (
+        DEMO_SESSION,
+        demo_config,
+        remove_homeassistant,
+        session_parts,
+        summary_lines,
+    )
 
     setup_logging(args.log_level or "info")
     if args.homeassistant_remove:
@@ -501,8 +507,6 @@ def _demo(args: argparse.Namespace) -> int:
     )
     states: list[dict[str, Any]] = []
     code = _run(cfg, stop_at_end=True, duration=args.duration, echo=True, states=states)
-    from agent.demo import summary_lines
-
     print("\ndemo summary", file=sys.stderr)
     for line in summary_lines(states, session_parts()):
         print(f"  {line}", file=sys.stderr)

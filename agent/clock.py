@@ -19,6 +19,13 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def from_iso(text: str) -> datetime:
+    """An ISO-8601 timestamp as `iso` writes it (`Z` or an offset) as an aware datetime;
+    one without an offset is taken as UTC. ValueError when it is not one."""
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
 class Clock(Protocol):
     speed: float
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from agent.config import AgentConfig, parse_broker_url
+from agent.clock import from_iso
+from agent.config import AgentConfig
 
 DEMO_SESSION = Path(__file__).parent / "sessions" / "demo"
 DEMO_DEVICE = "demo"
@@ -72,12 +73,28 @@ def _range(values: Sequence[float]) -> str:
     return f"{min(values):.2f} to {max(values):.2f}" if values else "none"
 
 
-def summary_lines(states: Sequence[Mapping[str, Any]], parts: Sequence[Part]) -> list[str]:
-    """The demo's closing summary in words, from the published state payloads.
+def window_middle(state: Mapping[str, Any]) -> float:
+    """The middle of a state's window, UNIX seconds."""
+    w = state["window"]
+    return (from_iso(w["start"]).timestamp() + from_iso(w["end"]).timestamp()) / 2
 
-    A state belongs to the part that holds the middle of its window (session time is
-    measured from the first window's start).
-    """
+
+def states_by_part(
+    states: Sequence[Mapping[str, Any]], parts: Sequence[Part]
+) -> list[list[Mapping[str, Any]]]:
+    """The `ok` states of each part: those whose window's middle falls in it, session time
+    measured from the first window's start."""
+    if not states:
+        return [[] for _ in parts]
+    origin = from_iso(states[0]["window"]["start"]).timestamp()
+    ok = [s for s in states if s.get("status") == "ok"]
+    return [
+        [s for s in ok if part.start_s <= window_middle(s) - origin < part.end_s] for part in parts
+    ]
+
+
+def summary_lines(states: Sequence[Mapping[str, Any]], parts: Sequence[Part]) -> list[str]:
+    """The demo's closing summary in words, from the published state payloads."""
     if not states:
         return ["no state was published"]
     ok = [s for s in states if s.get("status") == "ok"]
@@ -94,16 +111,8 @@ def summary_lines(states: Sequence[Mapping[str, Any]], parts: Sequence[Part]) ->
     ]
     if not parts:
         return lines
-    origin = _seconds(states[0]["window"]["start"])
     rows = [("part", "acted (face)", "read as (most often)", "stress mean", "states")]
-    for part in parts:
-        mine = [
-            s
-            for s in ok
-            if part.start_s
-            <= (_seconds(s["window"]["start"]) + _seconds(s["window"]["end"])) / 2 - origin
-            < part.end_s
-        ]
+    for part, mine in zip(parts, states_by_part(states, parts), strict=True):
         read = Counter(str(s["emotion"]) for s in mine if s.get("emotion") is not None)
         values = [float(s["stress"]) for s in mine if s.get("stress") is not None]
         rows.append(
@@ -122,42 +131,39 @@ def summary_lines(states: Sequence[Mapping[str, Any]], parts: Sequence[Part]) ->
     return lines
 
 
-def _seconds(iso: str) -> float:
-    from datetime import datetime
+def remove_homeassistant(broker: str, timeout_s: float = 15.0) -> int:
+    """Publish the empty retained configs that make Home Assistant delete the demo device,
+    through the agent's own MQTT client (credentials, TLS and protocol as the demo would
+    use them) under a client id of its own, so a running demo is not knocked off.
 
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
-def remove_homeassistant(
-    broker: str, discovery_prefix: str = "homeassistant", timeout_s: float = 10.0
-) -> int:
-    """Publish the empty retained configs that make Home Assistant delete the demo device.
-
-    Returns how many topics were cleared once the broker acknowledged each (QoS 1); raises
-    OSError when the broker cannot be reached or does not acknowledge in time.
+    Returns how many topics were cleared, each acknowledged (QoS 1); raises OSError when
+    the broker cannot be reached or does not acknowledge in time.
     """
-    import paho.mqtt.client as paho
+    import asyncio
+
+    import aiomqtt
 
     from agent.publish.homeassistant import removal_messages
+    from agent.publish.mqtt import MqttPublisher
+    from agent.publish.outbox import Outbox
 
-    address = parse_broker_url(broker)
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="")
-    if address.username:
-        client.username_pw_set(address.username, address.password)
-    if address.scheme == "mqtts":
-        client.tls_set()
-    client.connect(address.host, address.port)
-    client.loop_start()
+    cfg = demo_config(broker, 1.0, "")
+    cfg = cfg.model_copy(
+        update={"mqtt": cfg.mqtt.model_copy(update={"client_id": f"{cfg.client_id()}-remove"})}
+    )
+    messages = removal_messages(cfg.homeassistant.discovery_prefix, cfg.device.name)
+
+    async def publish() -> None:
+        outbox = Outbox(":memory:")
+        try:
+            async with asyncio.timeout(timeout_s), MqttPublisher(cfg, outbox).client() as client:
+                for topic, payload in messages:
+                    await client.publish(topic, payload, qos=1, retain=True)
+        finally:
+            outbox.close()
+
     try:
-        infos = [
-            client.publish(topic, payload, qos=1, retain=True)
-            for topic, payload in removal_messages(discovery_prefix, DEMO_DEVICE)
-        ]
-        for info in infos:
-            info.wait_for_publish(timeout_s)
-            if not info.is_published():
-                raise OSError(f"the broker did not acknowledge {len(infos)} removals in time")
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return len(infos)
+        asyncio.run(publish())
+    except (aiomqtt.MqttError, TimeoutError) as exc:
+        raise OSError(str(exc) or type(exc).__name__) from exc
+    return len(messages)

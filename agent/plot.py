@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.clock import from_iso
+
 MISSING = "plotting needs the optional extra: pip install 'emotion-agent[plot]'"
 
 # Okabe & Ito (2008), "Color Universal Design"
@@ -101,10 +103,9 @@ def _time(text: Any) -> datetime | None:
     if not isinstance(text, str):
         return None
     try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return from_iso(text)
     except ValueError:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _number(value: Any) -> float | None:

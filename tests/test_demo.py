@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.demo import session_parts, summary_lines
+from agent.demo import Part, session_parts, states_by_part, summary_lines
 from agent.publish.homeassistant import OBJECT_IDS
 from agent.sessions import build_demo
 from agent.sources.session import demo_session_path, load_session
@@ -29,12 +29,6 @@ SHARED = ROOT.parent / "shared"
 PREFIX = "emotion-agent/demo"
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _middle(state: dict) -> float:
-    from agent.demo import _seconds
-
-    return (_seconds(state["window"]["start"]) + _seconds(state["window"]["end"])) / 2
 
 
 def test_demo_session_is_real_small_and_says_what_it_is() -> None:
@@ -91,8 +85,8 @@ def test_summary_lines_report_parts_and_stress() -> None:
 
     states = [state(i, "happy" if i < 3 else None, 0.2 + 0.1 * i) for i in range(6)]
     parts = [
-        build_demo_part("calm", 0, 30, ("neutral",)),
-        build_demo_part("busy", 30, 60, ("angry",)),
+        Part("calm", 0, 30, ("neutral",), ""),
+        Part("busy", 30, 60, ("angry",), ""),
     ]
     lines = summary_lines(states, parts)
     assert lines[0] == "6 states: 6 ok"
@@ -103,12 +97,6 @@ def test_summary_lines_report_parts_and_stress() -> None:
     assert calm.startswith("calm (0-30 s)") and "0.30" in calm and "happy" in calm
     assert busy.startswith("busy (30-60 s)") and "0.60" in busy and busy.endswith("3")
     assert summary_lines([], parts) == ["no state was published"]
-
-
-def build_demo_part(name: str, start: float, end: float, face: tuple[str, ...]):
-    from agent.demo import Part
-
-    return Part(name, start, end, face, "")
 
 
 def test_demo_shows_emotion_and_stress_on_a_real_broker(
@@ -152,17 +140,11 @@ def test_demo_shows_emotion_and_stress_on_a_real_broker(
     assert "face" in Counter(m for s in ok for m in s["modalities"])
 
     # stress rises during the task and falls after it
-    origin = states[0]["window"]["start"]
-    from agent.demo import _seconds
-
-    t0 = _seconds(origin)
-    by_part: dict[str, list[float]] = {}
-    for part in session_parts():
-        by_part[part.name] = [
-            s["stress"]
-            for s in ok
-            if s["stress"] is not None and part.start_s <= _middle(s) - t0 < part.end_s
-        ]
+    parts = session_parts()
+    by_part = {
+        part.name: [s["stress"] for s in mine if s["stress"] is not None]
+        for part, mine in zip(parts, states_by_part(states, parts), strict=True)
+    }
     mean = {k: sum(v) / len(v) for k, v in by_part.items() if v}
     assert mean["stress task"] > mean["rest"] + 0.1, mean
     assert mean["stress task"] > mean["relief"] + 0.1, mean

@@ -172,12 +172,21 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def manifest(parts: list[dict[str, object]], start_unix: float, inputs: dict[str, str]) -> str:
+def manifest(
+    parts: list[dict[str, object]], start_unix: float, inputs: dict[str, str], subject: str
+) -> str:
+    chosen = (
+        f"{subject} was chosen among the 17\n"
+        "  Stress-Predict subjects as the one whose published stress rises most clearly in the\n"
+        "  interview and falls after: an illustration, not a measurement."
+        if subject == SUBJECT
+        else f"{subject} is not the shipped\n  demo's participant: the same recipe, for comparison."
+    )
     start = datetime.fromtimestamp(start_unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     duration = sum(p.seconds for p in PARTS)
     timeline = "\n".join(
         f"    {p['from_s']:>5.0f}-{p['to_s']:<5.0f} s  {p['name']:<12} face: "
-        f"{', '.join(p['face'])}; body: {SUBJECT} {p['body']}"  # type: ignore[arg-type]
+        f"{', '.join(p['face'])}; body: {subject} {p['body']}"  # type: ignore[arg-type]
         for p in parts
     )
     part_yaml = "\n".join(
@@ -205,7 +214,7 @@ description: |
   Computing 5(4):377-390, 2014, doi:10.1109/TAFFC.2014.2336244. The clips are under the
   Database Contents License 1.0; the database under the Open Database License 1.0.
 
-  Body (heart, EDA): participant {SUBJECT} of the Stress-Predict study, an Empatica E4 on
+  Body (heart, EDA): participant {subject} of the Stress-Predict study, an Empatica E4 on
   the wrist: its 1 Hz heart rate as strap notifications carrying the RR intervals it
   derived from PPG (with the E4's real gaps), and skin conductance at 4 Hz. Iqbal T.,
   Simpkin A. J., Roshan D., Glynn N., Killilea J., Walsh J., Molloy G., Ganly S., Ryman
@@ -213,12 +222,10 @@ description: |
   A Pilot Study and Stress-Predict Dataset", Sensors 22(21):8135, 2022,
   doi:10.3390/s22218135. MIT licence.
 
-  Timeline (session seconds; body = the phase and its seconds in {SUBJECT}'s recording):
+  Timeline (session seconds; body = the phase and its seconds in {subject}'s recording):
 {timeline}
   The expressions were acted on cue, the stress was lived: the face and the body agree
-  because the parts were put together that way. {SUBJECT} was chosen among the 17
-  Stress-Predict subjects as the one whose published stress rises most clearly in the
-  interview and falls after: an illustration, not a measurement.
+  because the parts were put together that way. {chosen}
 license: >-
   Composite: heart and EDA from Stress-Predict (MIT, Iqbal et al. 2022); frames from
   CREMA-D (Database Contents License 1.0, Cao et al. 2014), named per frame in frames.csv
@@ -248,10 +255,7 @@ def build(cremad: Path, stress: Path, out: Path, subject_id: str = SUBJECT) -> P
         for name in ("segments.csv", "hr_e4_1hz.csv", "ibi.csv", "eda_4hz.csv")
     }
     inputs["cremad_1001/labels.csv"] = _sha256(cremad / "labels.csv")
-    text = manifest(parts, start_unix, inputs)
-    if subject_id != SUBJECT:  # another participant, same recipe: say so, not who we ship
-        text = text.replace(SUBJECT, subject_id)
-    (out / "manifest.yaml").write_text(text)
+    (out / "manifest.yaml").write_text(manifest(parts, start_unix, inputs, subject_id))
     return out
 
 

@@ -61,7 +61,8 @@ class _ReplaySource:
         # where the replay begins: a scaled clock's origin (the session start, or a point
         # mid-session it was set to), else where the clock stands now; the first run's own
         # lateness (building sources, loading models, a busy machine) is never skipped
-        self._begin = float(getattr(clock, "origin", None) or clock.now())
+        origin_of_clock = getattr(clock, "origin", None)
+        self._begin = float(clock.now() if origin_of_clock is None else origin_of_clock)
 
     def _build(self) -> Sequence[tuple[float, Any]]:
         """(seconds from session start at which to emit, payload), sorted."""
