@@ -1,12 +1,12 @@
 """Electrodermal activity (EDA): skin-conductance level and responses from one window.
 
-Pipeline (pure numpy/scipy, no I/O):
+Pipeline (pure numpy, no I/O; each filter is scipy's, rewritten in agent.physio.dsp):
 
 1. Validity: samples that are non-finite or outside ``valid_range_us`` are invalid; they
    are counted (``out_of_range_fraction``) and linearly interpolated over so the filters
    below see a continuous signal.
-2. Resampling to ``target_hz`` (default 4 Hz) with ``scipy.signal.resample_poly``, whose
-   polyphase FIR is the anti-aliasing filter; ``padtype="line"`` so the large DC level of
+2. Resampling to ``target_hz`` (default 4 Hz) with scipy's ``resample_poly`` definition,
+   whose polyphase FIR is the anti-aliasing filter; ``padtype="line"`` so the large DC level of
    EDA (1-20 µS) does not droop at the window edges. Decomposition at 4-8 Hz costs a
    fraction of what it costs at the recording rate and loses nothing: SCRs have no
    energy above ~1 Hz.
@@ -62,8 +62,15 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d, maximum_filter1d, minimum_filter1d, uniform_filter1d
-from scipy.signal import find_peaks, resample_poly
+
+from agent.physio.dsp import (
+    gaussian_smooth,
+    peaks_by_prominence,
+    resample_poly_line,
+    running_max,
+    running_mean,
+    running_min,
+)
 
 ONSET_FRACTION = 0.1  # onset = rising edge crosses trough + 10 % of the amplitude
 
@@ -133,12 +140,12 @@ def clean(
     # 100 -> 4 Hz is 1/25, 15.5 -> 4 Hz is 8/31; the bound must admit 1/down for fast rates
     ratio = Fraction(target_hz / rate_hz).limit_denominator(max(1000, round(rate_hz / target_hz)))
     if ratio != 1:
-        x = resample_poly(x, ratio.numerator, ratio.denominator, padtype="line")
+        x = resample_poly_line(x, ratio.numerator, ratio.denominator)
     fs = rate_hz * ratio.numerator / ratio.denominator
     if lowpass_hz < fs / 2:  # at or above Nyquist there is nothing left to remove
         # |H(f)| = exp(-2 pi^2 sigma^2 f^2) = 1/2 at f = lowpass_hz
         sigma_s = np.sqrt(np.log(2.0) / 2.0) / (np.pi * lowpass_hz)
-        x = gaussian_filter1d(x, sigma_s * fs, mode="nearest")
+        x = gaussian_smooth(x, sigma_s * fs)
     return x, fs
 
 
@@ -152,8 +159,8 @@ def decompose(
     baseline, yet short enough to follow tonic drift over a 5-minute window.
     """
     w = max(3, round(tonic_window_s * rate_hz))
-    opened = maximum_filter1d(minimum_filter1d(cleaned_us, w, mode="nearest"), w, mode="nearest")
-    tonic = uniform_filter1d(opened, w, mode="nearest")
+    opened = running_max(running_min(cleaned_us, w), w)
+    tonic = running_mean(opened, w)
     return tonic, cleaned_us - tonic
 
 
@@ -167,7 +174,7 @@ def detect_scrs(
     """Trough-to-peak SCRs on a phasic signal with an absolute amplitude threshold (µS)."""
     y = np.asarray(phasic_us, dtype=np.float64)
     max_rise = max(1, round(max_rise_s * rate_hz))
-    peaks, _ = find_peaks(y, prominence=min_amplitude_us)
+    peaks = peaks_by_prominence(y, min_amplitude_us)
     onsets: list[float] = []
     kept: list[int] = []
     amps: list[float] = []
@@ -216,7 +223,7 @@ def _stuck_at_limit_fraction(x: np.ndarray, lo: float, hi: float, min_run: int) 
 def _flat_fraction(x: np.ndarray, rate_hz: float, window_s: float, epsilon_us: float) -> float:
     """Fraction of samples whose centred ``window_s`` neighbourhood spans <= epsilon µS."""
     w = max(2, round(window_s * rate_hz))
-    span = maximum_filter1d(x, w, mode="nearest") - minimum_filter1d(x, w, mode="nearest")
+    span = running_max(x, w) - running_min(x, w)
     return float(np.mean(span <= epsilon_us))
 
 

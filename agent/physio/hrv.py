@@ -17,7 +17,7 @@ Definitions (stated because tools differ; they match NeuroKit2 0.2 unless noted)
   half the resampled series at 50 % overlap, FFT length twice the segment (NeuroKit2's
   hrv_frequency defaults, whose own resampling is a quadratic spline at 100 Hz);
   welch_segment_s fixes the segment length instead (50 % overlap);
-  "lomb": scipy's Lomb-Scargle (floating mean) of the unevenly sampled RR on a grid of
+  "lomb": scipy's generalised (floating-mean) Lomb-Scargle of the unevenly sampled RR on a grid of
   1/(5 T) over 0.04-0.40 Hz, scaled to a one-sided density 2 P T / N (T = span of the
   beat times, N beats; for even sampling this is the periodogram's density).
   Band power is the trapezoidal integral over the PSD bins with lo <= f < hi
@@ -38,8 +38,8 @@ from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
-from scipy.interpolate import CubicSpline
-from scipy.signal import lombscargle, welch
+
+from agent.physio.dsp import lomb_scargle, not_a_knot_spline, welch_psd
 
 RR_MIN_MS = 300.0  # 200 bpm
 RR_MAX_MS = 2000.0  # 30 bpm
@@ -147,7 +147,7 @@ def psd(
     if method == "welch":
         n = int(np.floor((t[-1] - t[0]) * resample_hz)) + 1
         grid = t[0] + np.arange(n) / resample_hz
-        x = CubicSpline(t, rr)(grid)
+        x = not_a_knot_spline(t, rr, grid)
         x -= x.mean()
         if welch_segment_s is None:
             # Three half-length segments. NeuroKit2 passes nperseg = N/2 and noverlap =
@@ -157,26 +157,13 @@ def psd(
         else:
             nperseg = min(n, int(welch_segment_s * resample_hz))
             noverlap = nperseg // 2
-        return welch(
-            x,
-            fs=resample_hz,
-            window="hann",
-            nperseg=nperseg,
-            noverlap=noverlap,
-            nfft=2 * nperseg,
-            detrend=False,
-            scaling="density",
-        )
+        return welch_psd(x, resample_hz, nperseg, noverlap, 2 * nperseg)
     if method == "lomb":
         span = t[-1] - t[0]
         df = 1.0 / (LOMB_OVERSAMPLING * span)
-        # Only the LF and HF bands: scipy's lombscargle costs ~45 µs per frequency.
+        # Only the LF and HF bands: each frequency costs a pass over the beats.
         f = np.arange(np.ceil(LF_BAND[0] / df), np.ceil(HF_BAND[1] / df)) * df
-        y = rr - rr.mean()
-        try:
-            p = lombscargle(t, y, 2 * np.pi * f, floating_mean=True)
-        except TypeError:  # scipy < 1.15: no floating mean; the data are centred anyway
-            p = lombscargle(t, y, 2 * np.pi * f)
+        p = lomb_scargle(t, rr - rr.mean(), 2 * np.pi * f)
         return f, p * 2.0 * span / rr.size
     raise ValueError(f"unknown spectral method {method!r}")
 
