@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import (
-    AgentConfig,
-    ConfigError,
-    default_client_id,
-    load_config,
-    parse_broker_url,
-    parse_config,
-    resolve_secret,
-)
+from agent.config import AgentConfig, default_client_id
+from agent.config_loader import ConfigError, load_config, parse_config
+from agent.config_mqtt import parse_broker_url, resolve_secret
 from tests.conftest import ROOT, agent_cmd
 
 BAD_CONFIGS = {

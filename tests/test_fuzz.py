@@ -23,15 +23,11 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agent.config import AgentConfig, ConfigError, load_config, parse_config
+from agent.config import AgentConfig
+from agent.config_loader import ConfigError, load_config, parse_config
 from agent.control import COMMANDS, Command, CommandError, parse_command
-from agent.sources.gatt import (
-    RR_UNITS_PER_S,
-    EdaDecoder,
-    EdaDecoderConfig,
-    GattParseError,
-    parse_heart_rate,
-)
+from agent.sources.gatt import RR_UNITS_PER_S, GattParseError, parse_heart_rate
+from agent.sources.gatt_eda import EdaDecoder, EdaDecoderConfig
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(300)

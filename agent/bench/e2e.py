@@ -12,7 +12,7 @@ Its inputs go through the real source code paths at the nominal rates:
   packets of 8, like a BLE sensor), built from the bundled synthetic demo session (looped,
   EDA resampled from 4 to 8 Hz);
 - camera: the camera source's own capture thread, latest-frame mailbox and drop counting
-  (`agent.sources.camera._ThreadedCamera`) around a frame generator that stands in for
+  (`agent.sources.camera_capture._ThreadedCamera`) around a frame generator that stands in for
   picamera2's `capture_request()`: the bundled demo session's frames (a real actor's face
   in 128x96 Y planes, a Pi 4 lores stream; Pillow decodes them), cycled at 5 fps and
   analysed by the real face stage and TFLite models. Nothing beyond a plain install.
@@ -187,7 +187,8 @@ def mqtt_broker(url: str | None) -> Iterator[str]:
 
 def _generated_camera(frames: Any, fps: float, clock: Any, ready: Callable[[], bool]) -> Any:
     """The camera source's threaded machinery around a paced frame generator."""
-    from agent.sources.camera import CameraSourceConfig, CapturedFrame, _ThreadedCamera
+    from agent.sources.camera_capture import CapturedFrame, _ThreadedCamera
+    from agent.sources.camera_config import CameraSourceConfig
 
     class GeneratedCamera(_ThreadedCamera):
         """`_grab` blocks until the next frame is due, as picamera2's capture_request does,

@@ -69,7 +69,7 @@ def _eda_config(fdp: Any) -> Any:
     """A decoder configuration drawn from the input (None when pydantic refuses it)."""
     from pydantic import ValidationError
 
-    from agent.sources.gatt import EdaDecoderConfig
+    from agent.sources.gatt_eda import EdaDecoderConfig
 
     header = fdp.ConsumeIntInRange(0, 12)
     fields: dict[str, Any] = {
@@ -116,7 +116,8 @@ def _target_eda() -> Any:
 
     import atheris
 
-    from agent.sources.gatt import EdaDecoder, GattParseError
+    from agent.sources.gatt import GattParseError
+    from agent.sources.gatt_eda import EdaDecoder
 
     def one(data: bytes) -> None:
         fdp = atheris.FuzzedDataProvider(data)
@@ -143,7 +144,7 @@ def _target_eda() -> Any:
 def _target_config() -> Any:
     import atheris
 
-    from agent.config import ConfigError, parse_config
+    from agent.config_loader import ConfigError, parse_config
 
     def one(data: bytes) -> None:
         text = atheris.FuzzedDataProvider(data).ConsumeUnicodeNoSurrogates(len(data))
@@ -182,9 +183,10 @@ def _instrumented(target: str) -> Any:
     import atheris
 
     with atheris.instrument_imports(include=["agent", "yaml"]):
-        import agent.config
+        import agent.config_loader
         import agent.control
-        import agent.sources.gatt  # noqa: F401
+        import agent.sources.gatt
+        import agent.sources.gatt_eda  # noqa: F401
     return {
         "gatt": _target_gatt,
         "eda": _target_eda,

@@ -54,7 +54,7 @@ class StateCounter:
     def __init__(self, url: str, topic: str) -> None:
         import paho.mqtt.client as paho
 
-        from agent.config import parse_broker_url
+        from agent.config_mqtt import parse_broker_url
 
         addr = parse_broker_url(url)
         self.seqs: list[int] = []

@@ -29,7 +29,8 @@ from paho.mqtt.enums import MQTTProtocolVersion
 
 from agent import __version__
 from agent.clock import iso
-from agent.config import AgentConfig, parse_broker_url, resolve_secret
+from agent.config import AgentConfig
+from agent.config_mqtt import parse_broker_url, resolve_secret
 from agent.publish.outbox import Outbox
 from agent.supervisor import backoff_delays
 
