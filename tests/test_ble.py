@@ -16,9 +16,10 @@ import pytest
 
 from agent.events import EdaEvent, Event, HeartEvent
 from agent.sources import ble
-from agent.sources.ble import BleEdaSource, BleHeartSource, BleScanner, scan
+from agent.sources.ble import BleEdaSource, BleHeartSource
 from agent.sources.ble_config import BleDeviceMatch, EdaSourceConfig, HeartSourceConfig
-from agent.sources.gatt import EdaDecoderConfig
+from agent.sources.ble_scan import BleScanner, scan
+from agent.sources.gatt_eda import EdaDecoderConfig
 from agent.supervisor import backoff_delays
 from tests.fake_bluez import (
     ABORT_BY_LOCAL,

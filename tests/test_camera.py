@@ -16,13 +16,9 @@ import pytest
 from pydantic import ValidationError
 
 from agent.events import Event, FrameEvent
-from agent.sources.camera import (
-    CameraError,
-    CameraSourceConfig,
-    PiCameraSource,
-    RateGate,
-    camera_source,
-)
+from agent.sources.camera import PiCameraSource, camera_source
+from agent.sources.camera_capture import CameraError, RateGate
+from agent.sources.camera_config import CameraSourceConfig
 from agent.supervisor import Supervisor
 from tests import picamera2_standin as standin
 

@@ -389,7 +389,8 @@ def test_failing_camera_restarts_with_backoff_while_physiology_carries_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("skimage", reason="scikit-image provides the stand-in's photo")
-    from agent.sources.camera import CameraSourceConfig, PiCameraSource
+    from agent.sources.camera import PiCameraSource
+    from agent.sources.camera_config import CameraSourceConfig
     from tests import picamera2_standin as standin
 
     pi4 = standin.install(monkeypatch, "vc4")

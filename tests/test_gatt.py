@@ -13,15 +13,13 @@ from pydantic import ValidationError
 
 from agent.sources.ble_config import BleDeviceMatch, EdaSourceConfig, HeartSourceConfig
 from agent.sources.gatt import (
-    EdaDecoder,
-    EdaDecoderConfig,
-    EdaPacket,
     GattParseError,
     HeartRateMeasurement,
     normalize_uuid,
     parse_heart_rate,
     parse_sfloat,
 )
+from agent.sources.gatt_eda import EdaDecoder, EdaDecoderConfig, EdaPacket
 
 EDA_SERVICE = "6e400001-b5a3-f393-e0a9-e50e24dcca9e"
 EDA_CHAR = "6e400003-b5a3-f393-e0a9-e50e24dcca9e"

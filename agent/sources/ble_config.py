@@ -10,7 +10,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.sources.gatt import EdaDecoderConfig, normalize_uuid
+from agent.sources.gatt import normalize_uuid
+from agent.sources.gatt_eda import EdaDecoderConfig
 
 HEART_RATE_SERVICE = normalize_uuid("180d")
 _MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
