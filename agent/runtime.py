@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,18 @@ from agent import __version__
 from agent.affect.baseline import PersonalBaseline
 from agent.affect.summary import SummaryAccumulator
 from agent.affect.windows import WindowAggregator
-from agent.clock import Clock, ScaledClock, WallClock, iso
+from agent.clock import Clock, ScaledClock, WallClock
 from agent.config import AgentConfig, ModelsConfig
-from agent.control import Command, CommandError, command_subtopic, parse_command
-from agent.events import EXPRESSIONS, EvidenceSink
+from agent.events import EvidenceSink
 from agent.health import Health, LoopLagMonitor, watchdog_loop
-from agent.pi import cpu_temperature_c, throttling
 from agent.privacy import PauseGate, PrivacyGate
-from agent.publish import homeassistant as ha
 from agent.publish.mqtt import MqttPublisher
 from agent.publish.outbox import Outbox
+from agent.remote import RemoteControl
 from agent.sdnotify import Notifier
 from agent.sources.base import Source
 from agent.supervisor import Supervisor
+from agent.telemetry import Telemetry
 from agent.vision.expressions import DEFAULT_EXPRESSION_MODEL
 from agent.vision.stage import FaceStage
 
@@ -69,18 +68,11 @@ class Agent:
         self.prefix = cfg.topic_prefix()
         self.supervisor = Supervisor(cfg.sources.restart.initial_s, cfg.sources.restart.max_s)
         state_dir = Path(cfg.device.state_dir)
-        b = cfg.baseline
-        self.baseline = PersonalBaseline(
-            b.calibration_s,
-            b.adapt_half_life_h,
-            state_dir / "baseline.json" if b.persist else None,
-        )
         self.mode = cfg.privacy.mode
-        self.aggregator = WindowAggregator(
-            **cfg.windows.aggregator_options(),
-            baseline=self.baseline,
-            physiology=self.mode == "personal",
+        self.aggregator = window_aggregator(
+            cfg, state_dir / "baseline.json" if cfg.baseline.persist else None
         )
+        self.baseline = self.aggregator.baseline
         self.privacy = PrivacyGate(
             cfg.privacy.consent,
             self.mode,
@@ -89,11 +81,10 @@ class Agent:
             state_dir / "paused.remote",
         )
         self.summary = SummaryAccumulator()
-        self.commands: dict[str, int] = {"accepted": 0, "rejected": 0}
+        self.remote = RemoteControl(cfg, self.prefix, self.privacy, self.baseline, state_dir)
+        self.commands = self.remote.commands  # counted there, reported in stats
+        self.telemetry = Telemetry()
         self.summaries_made = 0
-        self._ha_marker = state_dir / "homeassistant.announced"
-        self._last_stats: tuple[float, dict[str, int]] | None = None
-        self._background: set[asyncio.Task[None]] = set()
         self.face_stage: FaceStage | None = None
         self.health = Health()
         self.lag = LoopLagMonitor()
@@ -147,7 +138,8 @@ class Agent:
     def _build_live_sources(self) -> None:
         src = self.cfg.sources
         if src.heart is not None or src.eda is not None:
-            from agent.sources.ble import BleEdaSource, BleHeartSource, BleScanner
+            from agent.sources.ble import BleEdaSource, BleHeartSource
+            from agent.sources.ble_scan import BleScanner
 
             scanner = BleScanner()  # one scanner for the agent: BlueZ copes badly with more
             if src.heart is not None:
@@ -201,23 +193,21 @@ class Agent:
             self.face_stage = self._build_face_stage()  # a bad model fails here, before READY
             sink = self.face_stage
         sink = PauseGate(sink, self.privacy)  # paused: dropped before any analysis
-        subscriptions = [f"{self.prefix}/set/#"]
-        if self.cfg.homeassistant.enabled:
-            subscriptions.append(f"{self.cfg.homeassistant.discovery_prefix}/status")
         self.publisher = MqttPublisher(
             self.cfg,
             self.outbox,
-            on_message=self._on_message,
-            subscriptions=subscriptions,
-            on_connect=self._on_connect,
+            on_message=self.remote.on_message,
+            subscriptions=self.remote.subscriptions(),
+            on_connect=self.remote.on_connect,
         )
+        self.remote.publisher = self.publisher
         if isinstance(self.clock, ScaledClock):
             self.clock.restart()  # a replay starts now, not when the models began loading
         sup = self.supervisor
         try:
             sup.start("mqtt", self.publisher.run)
             sup.start("loop-lag", self.lag.run)
-            sup.start("pause-flag", self._watch_pause_file)
+            sup.start("pause-flag", self.remote.watch_pause_file)
             for source in self.sources:
                 sup.start(source.name, lambda s=source: s.run(sink))
                 self.health.add_source(
@@ -358,178 +348,10 @@ class Agent:
         if self.on_publish is not None:
             self.on_publish(topic, {**payload, "seq": seq})
 
-    # -- commands, pause, Home Assistant --------------------------------------------------
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        ha_cfg = self.cfg.homeassistant
-        if ha_cfg.enabled and topic == f"{ha_cfg.discovery_prefix}/status":
-            if payload.strip().lower() == b"online":  # Home Assistant (re)started
-                self._spawn(self._announce())
-            return
-        name = command_subtopic(topic, self.prefix)
-        if name is None:
-            return
-        try:
-            command = parse_command(name, payload)
-        except CommandError as exc:
-            self.commands["rejected"] += 1
-            key = f"rejected_{exc.reason}"
-            self.commands[key] = self.commands.get(key, 0) + 1
-            log.warning("MQTT command on %s rejected: %s", topic, exc)
-            return
-        self.commands["accepted"] += 1
-        self._apply(command)
-
-    def _apply(self, command: Command) -> None:
-        if command.name == "paused":
-            changed = self.privacy.set_remote(bool(command.value))
-            log.info(
-                "MQTT: %s%s",
-                "pause" if command.value else "resume",
-                "" if changed else " (no change)",
-            )
-            self._spawn(self._echo_paused())
-        elif command.name == "baseline":
-            self.baseline.reset()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a one-off publish from a sync callback; the task is kept until it ends."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _echo_paused(self) -> None:
-        """The retained `<prefix>/paused` (ON/OFF), the Home Assistant switch's state."""
-        if self.publisher is None or not self.privacy.consent:
-            return  # without consent, nothing but availability
-        await self.publisher.publish_direct(
-            f"{self.prefix}/paused", b"ON" if self.privacy.paused else b"OFF", retain=True
-        )
-
-    async def _watch_pause_file(self) -> None:
-        while True:
-            if self.privacy.refresh():
-                log.info(
-                    "pause file %s %s",
-                    self.privacy.pause_file,
-                    "appeared: paused" if self.privacy.paused else "removed: resumed",
-                )
-                await self._echo_paused()
-            await asyncio.sleep(1.0)
-
-    async def _on_connect(self) -> None:
-        await self._echo_paused()
-        await self._announce()
-
-    async def _announce(self) -> None:
-        """Home Assistant discovery when enabled (and consented); removal of what we announced."""
-        assert self.publisher is not None
-        h = self.cfg.homeassistant
-        device = self.cfg.device.name
-        if h.enabled and self.privacy.consent:
-            expire = h.expire_after_s or int(max(30, 3 * self.cfg.windows.state_s))
-            messages = ha.discovery_messages(
-                h.discovery_prefix, device, self.prefix, EXPRESSIONS, expire
-            )
-            sent = [await self.publisher.publish_direct(t, m, retain=True) for t, m in messages]
-            if all(sent):
-                self._ha_marker.write_text(h.discovery_prefix)
-        elif self._ha_marker.exists():
-            discovery_prefix = self._ha_marker.read_text().strip() or h.discovery_prefix
-            removals = ha.removal_messages(discovery_prefix, device)
-            sent = [await self.publisher.publish_direct(t, m, retain=True) for t, m in removals]
-            if all(sent):
-                self._ha_marker.unlink(missing_ok=True)
-                log.info("Home Assistant discovery removed")
-
     # -- stats ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """A snapshot published on `<prefix>/stats` (schema agent/schemas/stats.json)."""
-        pub, ob = self.publisher, self.outbox
-        now = time.monotonic()
-        counts = {s.name: s.status.events for s in self.sources}
-        if self._last_stats is not None:
-            then, before = self._last_stats
-            dt = max(1e-6, now - then)
-            fps = {n: (c - before.get(n, 0)) / dt for n, c in counts.items()}
-        else:
-            dt = max(1e-6, now - self.started)
-            fps = {n: c / dt for n, c in counts.items()}
-        self._last_stats = (now, counts)
-        sources = {}
-        for s in self.sources:
-            task = self.supervisor.states.get(s.name)
-            extra = {
-                k: v
-                for k, v in s.status.extra.items()
-                if isinstance(v, bool | int | float)  # never names or addresses
-            }
-            sources[s.name] = {
-                "fps": round(fps.get(s.name, 0.0), 2),
-                "events": s.status.events,
-                "rejected": s.status.rejected,
-                "dropped": int(extra.get("dropped", 0)),
-                "reconnects": int(extra.get("reconnects", 0)),
-                "restarts": task.restarts if task else 0,
-                "age_s": _r(s.status.age()),
-                "state": "finished" if s.status.finished else (task.state if task else "idle"),
-                "counters": extra,
-            }
-        fs = self.face_stage.stats if self.face_stage is not None else None
-        withheld = dict(self.privacy.withheld)
-        return {
-            "v": 1,
-            "device": self.cfg.device.name,
-            "ts": iso(time.time()),
-            "version": __version__,
-            "uptime_s": round(now - self.started, 1),
-            "service": {
-                "healthy": self.health.healthy(),
-                "loop_lag_ms": round(self.lag.max_lag * 1000, 1),
-                "mode": self.mode,
-                "consent": self.privacy.consent,
-                "paused": self.privacy.paused,
-            },
-            "states": {
-                "made": self.states_made,
-                "summaries": self.summaries_made,
-                "withheld": {
-                    k: int(withheld.get(k, 0)) for k in ("no_consent", "paused", "too_few_faces")
-                },
-            },
-            "sources": sources,
-            "detectors": {
-                "faces": None
-                if fs is None
-                else {
-                    "runtime": fs.runtime,
-                    "inference_ms": _r(fs.inference_ms),
-                    "analysed": fs.analysed,
-                    "dropped": fs.dropped,
-                    "faces": fs.faces,
-                    "errors": fs.errors,
-                }
-            },
-            "outbox": {
-                "depth": ob.depth() if ob else 0,
-                "dropped": ob.dropped if ob else 0,
-                "last_seq": ob.last_seq if ob else 0,
-            },
-            "mqtt": {
-                "connected": pub.stats.connected if pub else False,
-                "connects": pub.stats.connects if pub else 0,
-                "published": pub.stats.published if pub else 0,
-                "commands": dict(self.commands),
-            },
-            "baseline": self.baseline.status(),
-            "cpu": {
-                "temperature_c": cpu_temperature_c(),
-                "throttled": throttling(),
-            },
-            "tasks": {
-                n: {"state": s.state, "failures": s.failures, "restarts": s.restarts}
-                for n, s in self.supervisor.states.items()
-            },
-        }
+        return self.telemetry.snapshot(self)
 
     async def _stats(self) -> None:
         last_status = ""
@@ -546,6 +368,17 @@ class Agent:
                 last_status = status
 
 
+def window_aggregator(cfg: AgentConfig, baseline_path: Path | None) -> WindowAggregator:
+    """The windows, personal baseline and fusion the configuration asks for: the one
+    construction the agent and the offline evaluations (agent.bench.stress_eval) share."""
+    b = cfg.baseline
+    return WindowAggregator(
+        **cfg.windows.aggregator_options(),
+        baseline=PersonalBaseline(b.calibration_s, b.adapt_half_life_h, baseline_path),
+        physiology=cfg.privacy.mode == "personal",
+    )
+
+
 def face_detector_path(m: ModelsConfig) -> Path:
     """The configured detector, else the shipped short-range BlazeFace."""
     from agent.vision.interpreter import models_dir
@@ -558,10 +391,6 @@ def expression_model_path(m: ModelsConfig) -> Path:
     from agent.vision.interpreter import models_dir
 
     return Path(m.expression or models_dir() / DEFAULT_EXPRESSION)
-
-
-def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 2)
 
 
 def run_agent(agent: Agent) -> int:
