@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from agent.bench.hrv_eval import inject_artifacts
+from agent.physio.artifacts import detect_artifacts
 from agent.physio.hrv import (
     hrv_features,
     mean_hr,
@@ -16,7 +17,7 @@ from agent.physio.hrv import (
     rmssd,
     sample_entropy,
 )
-from agent.physio.rr import clean_rr, detect_artifacts, split_at_gaps
+from agent.physio.rr import clean_rr, split_at_gaps
 
 
 def synthetic_rr(n: int, seed: int = 0, mean: float = 850.0) -> np.ndarray:

@@ -48,8 +48,9 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import median_filter
 
+from agent.physio.artifacts import Artifacts, detect_artifacts
 from agent.physio.hrv import hrv_features
-from agent.physio.rr import Artifacts, clean_rr, detect_artifacts, split_at_gaps
+from agent.physio.rr import clean_rr, split_at_gaps
 
 BANDS = [(0, 0.0033), (0.0033, 0.04), (0.04, 0.15), (0.15, 0.4), (0.4, 0.5)]
 TIME_KEYS = {

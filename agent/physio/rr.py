@@ -1,26 +1,10 @@
-"""RR-interval cleaning: range filter, gap splitting and artifact correction. No I/O.
+"""RR-interval cleaning: gap splitting, range filter, then artifact correction. No I/O.
 
-Artifacts: Lipponen & Tarvainen (2019), J. Med. Eng. Technol. 43(3):173-181,
-doi:10.1080/03091902.2019.1640306. rr[j] is the interval ending at beat j, dRR[j] =
-rr[j] - rr[j-1]. dRRs = dRR / Th1 and mRRs = mRR / Th2, Th = 5.2 * quartile deviation of
-|x| over a centred 91-beat window; mRR = rr - 11-beat median, negative values doubled.
-Subspace 1 (S11 = dRRs[j], S12 = max(dRRs[j-1], dRRs[j+1]) if S11 > 0 else the min):
-ectopic if S11 > 1 and S12 < -c1*S11 - c2 or S11 < -1 and S12 > -c1*S11 + c2 (c1 = 0.13,
-c2 = 0.17): the NPN/PNP dRR pattern centred on interval j, the misplaced beat being the
-one between intervals j-1 and j. Subspace 2 for beats with |dRRs| > 1 or |mRRs| > 3 (and
-j+1 when |dRRs[j+1]| < |dRRs[j+2]|): S22 = min(dRRs[j+1], dRRs[j+2]) if S21 >= 0 else the
-max; long if S21 > 1 and S22 < -1, short if S21 < -1 and S22 > 1, or |mRRs| > 3. Short
-with |rr[j] + rr[j+1] - med| < Th2 is an extra beat, long with |rr[j]/2 - med| < Th2 a
-missed beat, any other long/short.
-
-Departures, each measured on agent.bench.hrv_eval: a missed beat needs rr >= 1.5 med and
-rr nearer 2 med than rr[j-1] + rr[j] is (else a compensatory pause), an extra beat a
-merged pair nearer the median than rr[j] (with a wide Th2 the paper's tests split
-ordinary long intervals); missed and extra are decided before ectopic (the intervals
-around them also form the ectopic pattern); one ectopic centre per misplaced beat;
-ectopic and long/short beats are moved between their neighbours rather than interpolated
-(keeps beat times, biased RMSSD least), interpolated only without a compensating
-neighbour; one pass, not iterated (DEFAULT_PASSES).
+Gaps: a dropped BLE notification loses the RR it carried; `split_at_gaps` finds where
+from arrival times (see its docstring), so no difference or interpolation spans one.
+Intervals outside 300-2000 ms are split evenly (2 or 3 missed beats), folded into a
+neighbour (an extra detection) or end a segment. Artifacts inside each segment are
+corrected by agent.physio.artifacts (Lipponen & Tarvainen 2019, with departures).
 """
 
 from __future__ import annotations
@@ -31,60 +15,17 @@ from itertools import pairwise
 from types import MappingProxyType
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
+from agent.physio.artifacts import (
+    ARTIFACT_TYPES,
+    DEFAULT_PASSES,
+    EXTRA_TOL,
+    Artifacts,
+    fix_artifacts,
+)
 from agent.physio.hrv import RR_MAX_MS, RR_MIN_MS
 
-ALPHA = 5.2
-THRESHOLD_WINDOW = 91
-MEDIAN_WINDOW = 11
-C1 = 0.13
-C2 = 0.17
-# Quantised RR (1/128 s in MIT-BIH, 1/1024 s over BLE) can make a steady series'
-# quartile deviation zero; the floor keeps one resolution step from being an artifact.
-THRESHOLD_FLOOR_MS = 10.0
 CLOCK_DRIFT = 200e-6  # sensor vs receiver clock, s/s: generous for BLE straps and phones
-# Quartiles of a few intervals make noisy thresholds: on clean synthetic RR, 2.2 % of
-# intervals were flagged in 6-interval segments, 0.4 % in 15, 0.03 % in 200.
-MIN_DETECT_BEATS = 15
-# One detection/correction pass by default. NeuroKit2 and Kubios repeat while the count
-# falls, but on real NN series each pass re-flags respiratory peaks the previous one
-# exposed: on the 60-min pyhrv series RMSSD fell 9.4 % after one pass, 13.9 % after five.
-DEFAULT_PASSES = 1
-# Two intervals summing to within 20 % of the median are one split by an extra beat even
-# where Th2 is narrower (a steady slow rhythm: E4 at 47 bpm split 1406 ms as 587 + 819);
-# the same tolerance decides whether an interval > 2000 ms is 2 or 3 missed beats.
-EXTRA_TOL = 0.2
-ARTIFACT_TYPES = ("ectopic", "missed", "extra", "longshort")
-
-
-@dataclass(frozen=True)
-class Artifacts:
-    """Indices (into the RR series that was examined) of each artifact type."""
-
-    ectopic: tuple[int, ...] = ()
-    missed: tuple[int, ...] = ()
-    extra: tuple[int, ...] = ()
-    longshort: tuple[int, ...] = ()
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts().values())
-
-    def counts(self) -> dict[str, int]:
-        return {k: len(getattr(self, k)) for k in ARTIFACT_TYPES}
-
-    def affected_intervals(self, n: int) -> np.ndarray:
-        """Boolean mask of the intervals each artifact makes wrong (ectopic: j-1 and j;
-        extra: j and j+1; missed and long/short: j)."""
-        mask = np.zeros(n, dtype=bool)
-        for lo, hi in (
-            [(max(j - 1, 0), j + 1) for j in self.ectopic]
-            + [(j, j + 2) for j in self.extra]
-            + [(j, j + 1) for j in (*self.missed, *self.longshort)]
-        ):
-            mask[lo:hi] = True
-        return mask
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,200 +46,6 @@ class CleanRR:
 
     def segment_arrays(self) -> list[np.ndarray]:
         return [self.rr_ms[a:b] for a, b in self.segments]
-
-
-def _rolling_quantiles(x: np.ndarray, window: int, qs: Sequence[float]) -> list[np.ndarray]:
-    """Centred rolling quantiles with linear interpolation; the window shrinks at the ends
-    (pandas' rolling(window, center=True, min_periods=1).quantile, vectorised)."""
-    n = x.size
-    h = window // 2
-    padded = np.full(n + 2 * h, np.inf)  # +inf sorts last and is never selected
-    padded[h : h + n] = x
-    windows = np.sort(sliding_window_view(padded, 2 * h + 1), axis=1)
-    idx = np.arange(n)
-    count = np.minimum(idx + h, n - 1) - np.maximum(idx - h, 0) + 1
-    out = []
-    for q in qs:
-        pos = q * (count - 1)
-        lo = np.floor(pos).astype(np.intp)
-        hi = np.minimum(lo + 1, count - 1)
-        vlo, vhi = windows[idx, lo], windows[idx, hi]
-        out.append(vlo + (pos - lo) * (vhi - vlo))
-    return out
-
-
-def _threshold(x: np.ndarray) -> np.ndarray:
-    q1, q3 = _rolling_quantiles(np.abs(x), THRESHOLD_WINDOW, (0.25, 0.75))
-    return np.maximum(ALPHA * (q3 - q1) / 2.0, THRESHOLD_FLOOR_MS)
-
-
-def detect_artifacts(rr_ms: Sequence[float] | np.ndarray) -> Artifacts:
-    """Classify the intervals of one contiguous RR series (Lipponen & Tarvainen 2019)."""
-    rr = np.asarray(rr_ms, dtype=np.float64)
-    n = rr.size
-    if n < MIN_DETECT_BEATS:
-        return Artifacts()
-    drr = np.zeros(n)
-    drr[1:] = np.diff(rr)  # dRR[0] is unknown: 0 keeps beat 0 from looking like a jump
-    s11 = drr / _threshold(drr)
-    prv = np.concatenate(([0.0], s11[:-1]))
-    nxt = np.concatenate((s11[1:], [0.0]))
-    nxt2 = np.concatenate((s11[2:], [0.0, 0.0]))
-    s12 = np.where(s11 > 0, np.maximum(prv, nxt), np.where(s11 < 0, np.minimum(prv, nxt), 0.0))
-    s22 = np.where(s11 >= 0, np.minimum(nxt, nxt2), np.maximum(nxt, nxt2))
-
-    (med,) = _rolling_quantiles(rr, MEDIAN_WINDOW, (0.5,))
-    mrr = rr - med
-    mrr[mrr < 0] *= 2.0  # the paper weighs short intervals double
-    th2 = _threshold(mrr)
-    mrrs = mrr / th2
-
-    ectopic = ((s11 > 1) & (s12 < -C1 * s11 - C2)) | ((s11 < -1) & (s12 > -C1 * s11 + C2))
-    long_ = (s11 > 1) & (s22 < -1)
-    short = (s11 < -1) & (s22 > 1)
-    deviant = np.abs(mrrs) > 3
-    merged = rr + np.concatenate((rr[1:], [np.inf]))
-    # Guards on the paper's tests: with a wide Th2 (strong respiratory arrhythmia) any
-    # long interval passes |rr/2 - med| < Th2, and splitting it invents a beat.
-    # A compensatory pause after a premature beat is long too, but with its short
-    # predecessor it sums to two intervals; a missed beat alone is two.
-    pair = rr + np.concatenate(([np.inf], rr[:-1]))
-    missed_fits = (np.abs(rr / 2.0 - med) < th2) & (rr >= 1.5 * med)
-    missed_fits &= np.abs(rr - 2 * med) < np.abs(pair - 2 * med)
-    near = np.abs(merged - med)
-    extra_fits = (near < np.maximum(th2, EXTRA_TOL * med)) & (near < np.abs(rr - med))
-
-    candidates: set[int] = set()
-    for j in np.flatnonzero((np.abs(s11) > 1) | deviant):
-        candidates.add(int(j))
-        if j + 2 < n and abs(s11[j + 1]) < abs(s11[j + 2]):
-            candidates.add(int(j) + 1)
-    subspace2 = sorted(k for k in candidates if long_[k] or short[k] or deviant[k])
-    # Missed and extra first (the paper tests subspace 1 first): their tests are
-    # specific, while the intervals around them also form the ectopic dRR pattern.
-    missed: list[int] = []
-    extra: list[int] = []
-    taken: set[int] = set()
-    for k in subspace2:
-        if k in taken:
-            continue
-        if short[k] and extra_fits[k] and k + 1 not in taken:
-            extra.append(k)
-            taken.update((k, k + 1))
-        elif long_[k] and missed_fits[k]:
-            missed.append(k)
-            taken.add(k)
-    centres = np.array(
-        [k for k in np.flatnonzero(ectopic) if k not in taken and k - 1 not in taken]
-    )
-    kept = _one_per_beat(centres, rr, med)
-    taken.update(k for c in kept for k in (c - 1, c))  # the pair each misplaced beat splits
-    return Artifacts(
-        ectopic=kept,
-        missed=tuple(missed),
-        extra=tuple(extra),
-        longshort=tuple(k for k in subspace2 if k not in taken),
-    )
-
-
-def _one_per_beat(centres: np.ndarray, rr: np.ndarray, med: np.ndarray) -> tuple[int, ...]:
-    """One premature beat often shows as two ectopic centres, j (short, PNP) and j + 1
-    (long, NPN), yet only one beat is misplaced: keep the centre whose correction (the
-    beat moved to the middle of its pair) leaves intervals j-1..j+1 nearest the median."""
-    keep: list[int] = []
-    i = 0
-    while i < centres.size:
-        j = int(centres[i])
-        if i + 1 < centres.size and centres[i + 1] == j + 1 and j >= 1:
-            a, b, c = rr[j - 1 : j + 2]
-            m = med[j]
-            first = 2 * abs((a + b) / 2 - m) + abs(c - m)
-            second = abs(a - m) + 2 * abs((b + c) / 2 - m)
-            keep.append(j if first < second else j + 1)
-            i += 2
-        else:
-            keep.append(j)
-            i += 1
-    return tuple(keep)
-
-
-def correct_artifacts(rr_ms: Sequence[float] | np.ndarray, artifacts: Artifacts) -> np.ndarray:
-    """Correct one pass of detected artifacts; returns a new series (lengths change).
-
-    Extra: the pair merged. Missed: the interval split into round(rr/median) >= 2 equal
-    parts. Ectopic centre j: the misplaced beat between intervals j-1 and j is moved
-    to their middle, so both become their mean and the beat times after it are kept.
-    Long/short j: the same move with the neighbour that deviates the other way from the
-    median (a mistimed beat lengthens one interval and shortens the next); without such
-    a neighbour, interval j is interpolated linearly from its good neighbours.
-    """
-    rr = np.asarray(rr_ms, dtype=np.float64).copy()
-    n = rr.size
-    if n == 0 or artifacts.total == 0:
-        return rr
-    src = rr.copy()
-    (med,) = _rolling_quantiles(src, MEDIAN_WINDOW, (0.5,))
-    # Intervals already rewritten (merged, split or moved) are not moved again: two
-    # overlapping moves would smear one artifact over three intervals.
-    touched = {*artifacts.missed, *artifacts.extra, *(j + 1 for j in artifacts.extra)}
-    bad = np.zeros(n, dtype=bool)
-
-    def move(a: int, b: int) -> bool:
-        if a < 0 or b >= n or a in touched or b in touched:
-            return False
-        rr[a] = rr[b] = (src[a] + src[b]) / 2.0
-        touched.update((a, b))
-        return True
-
-    for j in artifacts.ectopic:
-        if not move(j - 1, j) and j not in touched:
-            bad[j] = True
-    for j in artifacts.longshort:
-        if j in touched:
-            continue
-        side = np.sign(src[j] - med[j])
-        pairs = [(j, j + 1), (j - 1, j)]
-        pairs = [(a, b) for a, b in pairs if a >= 0 and b < n]
-        pairs = [(a, b) for a, b in pairs if np.sign(src[a + b - j] - med[j]) == -side]
-        best = min(pairs, key=lambda p: abs(src[p[0]] + src[p[1]] - 2 * med[j]), default=None)
-        if best is None or not move(*best):
-            bad[j] = True
-
-    reps = np.ones(n, dtype=np.intp)
-    for j in artifacts.missed:
-        parts = max(2, round(src[j] / med[j]))
-        reps[j] = parts
-        rr[j] = src[j] / parts
-    for j in artifacts.extra:
-        if j + 1 < n and reps[j] == 1 and reps[j + 1] == 1:
-            rr[j] = src[j] + src[j + 1]
-            reps[j + 1] = 0
-            bad[j] = bad[j + 1] = False  # the merged interval is the corrected value
-    out = np.repeat(rr, reps)
-    out_bad = np.repeat(bad, reps)
-    good = np.flatnonzero(~out_bad)
-    if good.size and out_bad.any():
-        idx = np.flatnonzero(out_bad)
-        out[idx] = np.interp(idx, good, out[good])
-    return out
-
-
-def fix_artifacts(
-    rr_ms: Sequence[float] | np.ndarray, passes: int = DEFAULT_PASSES
-) -> tuple[np.ndarray, list[Artifacts]]:
-    """Detect and correct up to `passes` times while the count falls; returns the series
-    and what each pass found (indices into that pass's input)."""
-    rr = np.asarray(rr_ms, dtype=np.float64)
-    found_per_pass: list[Artifacts] = []
-    previous = None
-    for _ in range(passes):
-        found = detect_artifacts(rr)
-        if found.total == 0 or (previous is not None and found.total >= previous):
-            break
-        rr = correct_artifacts(rr, found)
-        found_per_pass.append(found)
-        previous = found.total
-    return rr, found_per_pass
 
 
 def split_at_gaps(
@@ -432,7 +179,8 @@ def clean_rr(
     interval delivered); an interval above 2000 ms ends a segment (beats are missing there
     and their timing is unknown) unless it is 2 or 3 local medians (`_split_long`); one
     below 300 ms is folded into a neighbour (`_merge_short`); Lipponen & Tarvainen
-    correction runs on each segment of at least MIN_DETECT_BEATS intervals.
+    correction (agent.physio.artifacts) runs on each segment of at least MIN_DETECT_BEATS
+    intervals.
     """
     rr = np.asarray(rr_ms, dtype=np.float64)
     n_input = int(rr.size)
