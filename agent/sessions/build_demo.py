@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agent.sessions.stress_predict import read_recording, strap_notifications
+
 SUBJECT = "S18"
 FPS = 2.0
 LORES = (128, 96)
@@ -103,25 +105,18 @@ def _phase_window(segments: list[dict[str, str]], part: Part) -> tuple[float, fl
 
 def physiology(subject_dir: Path) -> tuple[list[str], list[str], list[dict[str, object]], float]:
     """(heart.csv lines, eda.csv lines, the parts with their source windows, start unix time)."""
-    segments = _rows(subject_dir / "segments.csv")
-    hr = [(float(r["t_s"]), float(r["hr_bpm_e4"])) for r in _rows(subject_dir / "hr_e4_1hz.csv")]
-    ibi = [(float(r["t_s"]), r["rr_ms"]) for r in _rows(subject_dir / "ibi.csv")]
-    eda = [(float(r["t_s"]), r["eda_uS"]) for r in _rows(subject_dir / "eda_4hz.csv")]
-    unix0 = float(_rows(subject_dir / "eda_4hz.csv")[0]["unix_time"]) - eda[0][0]
+    rec = read_recording(subject_dir)
+    segments = [{"phase": p, "start_t_s": str(a), "end_t_s": str(b)} for p, a, b in rec.segments]
     heart_lines, eda_lines, parts = ["t,hr,rr_ms,contact"], ["t,microsiemens"], []
     offset = 0.0
     start_unix = 0.0
     for part in PARTS:
         a, b = _phase_window(segments, part)
         if not parts:
-            start_unix = unix0 + a
-        previous = a - 1.0
-        for t, bpm in hr:
-            if a <= t < b:
-                rr = [v for tb, v in ibi if previous < tb <= t]
-                heart_lines.append(f"{offset + t - a:.3f},{round(bpm)},{' '.join(rr)},")
-                previous = t
-        for t, value in eda:
+            start_unix = (rec.unix0 or 0.0) + a
+        for t, bpm, rr in strap_notifications(rec, a, b):
+            heart_lines.append(f"{offset + t - a:.3f},{round(bpm)},{' '.join(rr)},")
+        for t, value in rec.eda:
             if a <= t < b:
                 eda_lines.append(f"{offset + t - a:.3f},{value}")
         parts.append(
