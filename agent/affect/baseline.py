@@ -36,6 +36,11 @@ FORMAT = "emotion-agent-baseline"
 VERSION = 1
 FLOORS: dict[str, float] = {"hr_bpm": 5.0, "rmssd_ms": 10.0, "scl_us": 0.5, "scr_per_min": 2.0}
 SIGNS: dict[str, float] = {"hr_bpm": 1.0, "rmssd_ms": -1.0, "scl_us": 1.0, "scr_per_min": 1.0}
+# Signals whose change is also given as a log ratio to the baseline mean (`<key>_log`):
+# skin conductance differs tenfold between people and devices and responds in
+# proportion to its level, so a relative change means the same on everyone, and it does
+# not depend on the calibration's spread (which a drifting electrode inflates).
+LOG_RATIO = ("scl_us",)
 MIN_WINDOWS = 3
 ADAPT_MAX_Z = 2.0
 
@@ -99,7 +104,8 @@ class PersonalBaseline:
 
     # -- the one operation ------------------------------------------------------------------
     def observe(self, values: dict[str, float], seconds: float, t: float) -> dict[str, float]:
-        """Fold one window's values in; the signed z-scores of the signals that are ready.
+        """Fold one window's values in; the signed z-scores of the signals that are ready
+        (and, for LOG_RATIO signals, `<key>_log`: the signed log ratio to the baseline mean).
 
         A signal still calibrating gives no z-score (its window is part of the baseline).
         """
@@ -128,6 +134,8 @@ class PersonalBaseline:
             assert s.mean is not None
             zk = (value - s.mean) / s.spread(FLOORS[key])
             z[key] = SIGNS[key] * zk
+            if key in LOG_RATIO and value > 0 and s.mean > 0:
+                z[f"{key}_log"] = SIGNS[key] * math.log(value / s.mean)
             if self.adapt_half_life_s and abs(zk) < ADAPT_MAX_Z:
                 alpha = 1.0 - 0.5 ** (seconds / self.adapt_half_life_s)
                 delta = value - s.mean

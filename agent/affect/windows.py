@@ -9,7 +9,10 @@ over the state window itself; samples older than the sliding windows are forgott
 Heart: RR intervals are cleaned (`agent.physio.rr.clean_rr`: range filter, gaps from
 dropped notifications split the series, Lipponen-Tarvainen correction); a window whose
 corrected fraction exceeds `max_corrected_fraction` gives no heart evidence.
-Skin: `agent.physio.eda.eda_features`; a flat or contact-lost signal gives none.
+Skin: `agent.physio.eda.eda_features`; a window with lost contact, a clipped amplifier or
+a stuck value gives none. A flat one (no measurable response) still gives its level: on a
+wrist, low and calm skin is often flat, and dropping it left people without a skin
+baseline at rest (issue 13: 42 % of Stress-Predict's rest windows).
 
 Fusion (`agent.affect.fusion`) turns the face's expression and the physiology's z-scores
 against the wearer's personal baseline (`agent.affect.baseline`) into valence, arousal,
@@ -60,6 +63,8 @@ class WindowState:
     body: dict[str, float] | None = None  # physiology's own arousal, stress, confidence
     baseline: dict[str, Any] = field(default_factory=dict)
     vitals: dict[str, float | None] = field(default_factory=dict)
+    # signed z-scores against the personal baseline that fusion used; never published
+    zscores: dict[str, float] = field(default_factory=dict)
 
     def payload(self, device: str, with_vitals: bool, mode: str = "personal") -> dict[str, Any]:
         """The versioned JSON object published on `<prefix>/state` (seq added by the outbox).
@@ -207,7 +212,11 @@ class WindowAggregator:
             return {}
         values = np.array([v for v, _ in recent])
         f = eda_features(values, recent[-1][1], scr_min_amplitude_us=self.scr_min_amplitude_us)
-        if f.flat or f.contact_lost or f.scl_mean_us is None:
+        # A flat window (no measurable phasic activity) is a calm, often low, wrist signal:
+        # its level counts. What does not: lost contact, a clipped amplifier, or a sensor
+        # stuck on one value for the whole window.
+        stuck = float(np.ptp(values)) == 0.0
+        if f.contact_lost or f.clipped or stuck or f.scl_mean_us is None:
             return {}
         return {"scl_us": f.scl_mean_us, "scr_per_min": f.scr_rate_per_min}
 
@@ -237,8 +246,7 @@ class WindowAggregator:
             return WindowState(
                 start, end, "insufficient_data", (), evidence, baseline=baseline, vitals=vitals
             )
-        quality = 1.0 - 2.0 * (corrected or 0.0) if heart else 1.0
-        body = physio_estimate(z, max(0.0, quality))
+        body = physio_estimate(z, max(0.0, 1.0 - 2.0 * (corrected or 0.0)))
         fused = fuse(face, body)
         if fused is None:  # physiology only, and its baseline is still forming
             return WindowState(
@@ -250,7 +258,7 @@ class WindowAggregator:
             for m, ok in (
                 ("face", face is not None),
                 ("heart", "hr_bpm" in used or "rmssd_ms" in used),
-                ("eda", "scl_us" in used or "scr_per_min" in used),
+                ("eda", any(k.startswith(("scl_", "scr_")) for k in used)),
             )
             if ok
         )
@@ -269,4 +277,5 @@ class WindowAggregator:
             else {"arousal": body.arousal, "stress": body.stress, "confidence": body.confidence},
             baseline=baseline,
             vitals=vitals,
+            zscores=z,
         )
