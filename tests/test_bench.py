@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -79,3 +80,18 @@ def test_soak_verdict_rules() -> None:
     warm = verdict(_samples([50.0] * 10 + [100.0] * (n - 10), [3] * 10 + [12] * 40, [7] * n), 0.2)
     assert warm["ok"]
     assert verdict(_samples([1.0] * 5, [1] * 5, [1] * 5), 0.2)["ok"] is False  # too few
+
+
+def test_import_costs_and_no_scipy_on_the_agents_path() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.bench.imports", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    r = json.loads(proc.stdout)
+    modules = [row["module"] for row in r["imports"]]
+    assert "agent.runtime" in modules and r["unexpected"] == []
+    assert all(row["rss_mb"] > 0 for row in r["imports"])
