@@ -4,7 +4,9 @@
 
 Series (see the data folder's README): pyhrv_SampleNNISeriesShort/Long (NN, ms; 5 and
 60 min), the longest gap-free stretch of flirt_empatica_e4_IBI.csv (split with
-`split_at_gaps(beat_times=True)`), and the MIT-BIH LTDB first hours (RR with is_NN).
+`split_at_gaps(beat_times=True)`), RR from the R peaks of NeuroKit2's 8-minute resting ECG
+(bio_resting_8min_100hz.csv, 10 ms resolution), and the MIT-BIH LTDB first hours (RR with
+is_NN).
 
 1. Agreement, same input, NeuroKit2 configured as we are: nk.hrv_time (MeanNN, SDNN,
    RMSSD, pNN50; mean HR = 60000 / MeanNN for both), nk.hrv_nonlinear (SD1, SD2, SampEn).
@@ -111,6 +113,17 @@ def load_series(data: Path) -> dict[str, np.ndarray]:
         a, b = max(split_at_gaps(ibi, raw[:, 0], beat_times=True), key=lambda s: s[1] - s[0])
         out[f"E4 longest run ({ibi[a:b].sum() / 1000:.0f} s)"] = ibi[a:b]
     return out
+
+
+def ecg_series(nk: Any, data: Path) -> dict[str, np.ndarray]:
+    """RR from NeuroKit2's 8.4-minute resting ECG (100 Hz), its R peaks by nk.ecg_peaks:
+    a clean record from an ECG, the reference for how much cleaning changes one."""
+    path = data / "bio_resting_8min_100hz.csv"
+    if not path.exists():
+        return {}
+    ecg = np.loadtxt(path, delimiter=",", skiprows=1, usecols=0)
+    _, info = nk.ecg_peaks(ecg, sampling_rate=100)
+    return {"NeuroKit2 ECG 8 min": np.diff(info["ECG_R_Peaks"]) * 10.0}
 
 
 def nk_reference(nk: Any, rr: np.ndarray) -> dict[str, float]:
@@ -370,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     warnings.simplefilter("ignore")  # NeuroKit2 warns about short windows and pandas
-    series = load_series(args.data)
+    series = {**load_series(args.data), **ecg_series(nk, args.data)}
     if not series:
         print(f"no RR series under {args.data}", file=sys.stderr)
         return 1

@@ -34,8 +34,9 @@ What the script does, all of it deterministic (no randomness, fixed encoder sett
   stage what a Pi 4's lores stream would.
 
 The subject was picked for the demo, not at random: the one of the 17 whose stress, as
-the agent reads it, rises most clearly in the interview and falls after (mean published
-stress rest 0.47, task 0.83, relief 0.15). The demo illustrates; it does not measure:
+the agent read it with its earlier review-based weights, rose most clearly in the
+interview and fell after (rest 0.47, task 0.83, relief 0.15; with the fitted stress model
+0.42, 0.54, 0.40). The demo illustrates; it does not measure:
 docs/evaluations.md has what is measured, and how the same composite reads for all 17.
 """
 
