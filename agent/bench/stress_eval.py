@@ -153,7 +153,7 @@ def rates(negatives: Sequence[float], positives: Sequence[float]) -> dict[str, f
 @dataclass(frozen=True)
 class Scored:
     end: float  # seconds from the start of the evaluated stretch
-    label: int  # 0 negative, 1 positive
+    label: int  # 0 negative, 1 positive, -1 a phase neither option names
     phase: str
     stress: float | None
     arousal: float | None
@@ -185,21 +185,15 @@ def score_subject(
     for st in states:
         a, b = st.end - span - session.origin + start, st.end - session.origin + start
         phase = _phase_of(rec, a, b)
-        ok = st.status == "ok" and st.fused is not None
-        stress = st.fused.stress if ok and st.fused is not None else None
-        arousal = st.fused.arousal if ok and st.fused is not None else None
+        fused = st.fused if st.status == "ok" else None
+        stress = fused.stress if fused is not None else None
+        arousal = fused.arousal if fused is not None else None
         if phase is not None and stress is not None:
             by_phase.setdefault(phase, []).append(stress)
         if b - start < cfg.baseline.calibration_s - 1e-6 or phase is None:
             continue
-        if phase in negative or phase not in positive:
-            label = 0 if phase in negative else 1
-            if phase not in negative:
-                # neither option names it: scored apart, under `phases`, never in the totals
-                scored.append(Scored(b - start, -1, phase, stress, arousal, st.zscores))
-                continue
-        else:
-            label = 1
+        # a phase neither option names is scored apart (under `phases`), never in the totals
+        label = 0 if phase in negative else 1 if phase in positive else -1
         scored.append(Scored(b - start, label, phase, stress, arousal, st.zscores))
     counted = [s for s in scored if s.label >= 0]
     n0 = sum(s.label == 0 for s in counted)
