@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="end-to-end cost, latency and peers (see bench --help)")
     sub.add_parser("soak", help="an hour of replay: memory, fds, threads flat? (soak --help)")
     sub.add_parser(
+        "evaluate-faces",
+        help="labelled photos through the live face path, per group (evaluate-faces --help)",
+    )
+    sub.add_parser(
         "evaluate-stress",
         help="replay labelled recordings and score the published stress (evaluate-stress --help)",
     )
@@ -161,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 PASS_THROUGH = {
     "bench": "agent.bench.e2e",
     "soak": "agent.bench.soak",
+    "evaluate-faces": "agent.bench.faces_eval",
     "evaluate-stress": "agent.bench.stress_eval",
 }
 

@@ -1,0 +1,210 @@
+"""emotion-agent evaluate-faces: the live face path on labelled photos, overall and per group.
+
+    emotion-agent evaluate-faces LABELS.csv [--by COLUMN]... [-c CONFIG] [--json]
+
+LABELS.csv has a header with at least ``file`` (a path relative to the CSV) and
+``expression`` (a FER2013 class: angry, disgust, fear, happy, sad, surprise, neutral); any
+other column can be named with ``--by`` to get the same metrics per value. Each photo goes
+through the live camera path's own `FacePipeline` (agent.vision.stage: BlazeFace
+detection, eye alignment, quality, the int8 expression classifier), with the models,
+runtime and smallest face of the configuration (default: the shipped ones). The photo's
+prediction is the classifier's most probable class for its best face (highest quality);
+a photo with no face is predicted ``null``.
+
+BLOCK (overall and per group): ``n`` photos, ``detected``, ``detection_rate``,
+``accuracy`` (a photo without a face counts as wrong), ``macro_f1`` (over the classes that
+occur as labels or predictions, as scikit-learn's default), ``per_class_recall`` for
+each labelled class, ``confusion_by_label`` (true class -> predicted class or "null" ->
+count). With ``--json`` one object ``{"n", "overall", "by": {COLUMN: {VALUE: BLOCK}}}``.
+A row that cannot be used (missing file, unknown class, unreadable image) is named on
+stderr with its line and left out of every figure; the count of such rows ends stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.events import EXPRESSIONS
+
+
+class LabelsError(ValueError):
+    """The labels file as a whole cannot be used."""
+
+
+def read_labels(path: Path, by: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) of every data row; LabelsError when a needed column is missing."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            missing = [c for c in ("file", "expression", *by) if c not in columns]
+            if missing:
+                has = ", ".join(columns)
+                raise LabelsError(f"{path}: no column {', '.join(missing)} (has {has})")
+            return [(line, row) for line, row in enumerate(reader, 2)]
+    except FileNotFoundError:
+        raise LabelsError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LabelsError(f"{path}: unreadable ({exc})") from None
+
+
+def block(truth: Sequence[str], predicted: Sequence[str | None]) -> dict[str, Any]:
+    """The metrics of one set of photos; see the module docstring."""
+    n = len(truth)
+    detected = sum(p is not None for p in predicted)
+    right = sum(t == p for t, p in zip(truth, predicted, strict=True))
+    classes = sorted({*truth, *(p for p in predicted if p is not None)}, key=EXPRESSIONS.index)
+    f1s = []
+    for c in classes:
+        tp = sum(t == c and p == c for t, p in zip(truth, predicted, strict=True))
+        fp = sum(t != c and p == c for t, p in zip(truth, predicted, strict=True))
+        fn = sum(t == c and p != c for t, p in zip(truth, predicted, strict=True))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    confusion: dict[str, dict[str, int]] = {}
+    for t, p in zip(truth, predicted, strict=True):
+        row = confusion.setdefault(t, {})
+        key = "null" if p is None else p
+        row[key] = row.get(key, 0) + 1
+    labelled = Counter(truth)
+    return {
+        "n": n,
+        "detected": detected,
+        "detection_rate": _r(detected / n) if n else None,
+        "accuracy": _r(right / n) if n else None,
+        "macro_f1": _r(float(np.mean(f1s))) if f1s else None,
+        "per_class_recall": {
+            c: _r(confusion[c].get(c, 0) / labelled[c]) for c in EXPRESSIONS if c in labelled
+        },
+        "confusion_by_label": {c: confusion[c] for c in EXPRESSIONS if c in confusion},
+    }
+
+
+def _r(x: float) -> float:
+    return round(float(x), 4)
+
+
+def predict_photos(
+    rows: list[tuple[int, dict[str, str]]], root: Path, pipeline: Any, log: Any
+) -> list[tuple[dict[str, str], str | None]]:
+    """(row, predicted class or None) for each usable row; unusable rows are logged."""
+    from agent.sources.session import SessionError, read_image
+
+    out: list[tuple[dict[str, str], str | None]] = []
+    for line, row in rows:
+        label = (row.get("expression") or "").strip().lower()
+        if label not in EXPRESSIONS:
+            log(f"line {line}: unknown expression {row.get('expression')!r} "
+                f"(one of {', '.join(EXPRESSIONS)}): row left out")  # fmt: skip
+            continue
+        path = root / (row.get("file") or "")
+        if not row.get("file") or not path.is_file():
+            log(f"line {line}: no such file {path}: row left out")
+            continue
+        try:
+            image = read_image(path)
+        except SessionError as exc:
+            log(f"line {line}: {exc}: row left out")
+            continue
+        probs, quality = pipeline.analyse(image)
+        best = None
+        if len(quality):
+            best = EXPRESSIONS[int(probs[int(np.argmax(quality))].argmax())]
+        out.append(({**row, "expression": label}, best))
+    return out
+
+
+def evaluate(results: list[tuple[dict[str, str], str | None]], by: Sequence[str]) -> dict[str, Any]:
+    truth = [r["expression"] for r, _ in results]
+    predicted = [p for _, p in results]
+    groups: dict[str, dict[str, Any]] = {}
+    for column in by:
+        values = sorted({r[column] for r, _ in results})
+        groups[column] = {
+            v: block(
+                [r["expression"] for r, _ in results if r[column] == v],
+                [p for r, p in results if r[column] == v],
+            )
+            for v in values
+        }
+    return {"n": len(results), "overall": block(truth, predicted), "by": groups}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    def line(name: str, b: dict[str, Any]) -> str:
+        recall = ", ".join(f"{c} {v:.2f}" for c, v in b["per_class_recall"].items())
+        return (
+            f"{name:<28}{b['n']:>5}{b['detection_rate']:>9.2f}{b['accuracy']:>9.2f}"
+            f"{b['macro_f1']:>9.2f}  {recall}"
+        )
+
+    lines = [f"{'':<28}{'n':>5}{'detected':>9}{'accuracy':>9}{'macro-F1':>9}  recall per class"]
+    lines.append(line("overall", report["overall"]))
+    for column, values in report["by"].items():
+        for value, b in values.items():
+            lines.append(line(f"{column}={value}", b))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="emotion-agent evaluate-faces",
+        description="Run labelled photos through the live face path; metrics per group.",
+        epilog=(__doc__ or "").split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("labels", type=Path, metavar="LABELS.csv")
+    p.add_argument("--by", action="append", default=[], metavar="COLUMN")
+    p.add_argument("-c", "--config", type=Path, help="models, runtime (default: built-in)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    args = p.parse_args(argv)
+
+    def log(message: str) -> None:
+        print(f"evaluate-faces: {message}", file=sys.stderr)
+
+    try:
+        rows = read_labels(args.labels, args.by)
+    except LabelsError as exc:
+        log(str(exc))
+        return 2
+    from agent.config import AgentConfig
+    from agent.runtime import expression_model_path, face_detector_path
+    from agent.vision.interpreter import ModelError
+    from agent.vision.stage import FacePipeline
+
+    if args.config is not None:
+        from agent.config_loader import ConfigError, load_config
+
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            log(str(exc))
+            return 2
+    else:
+        cfg = AgentConfig()
+    m = cfg.models
+    try:
+        pipeline = FacePipeline(face_detector_path(m), expression_model_path(m), m.runtime,
+                                m.num_threads, m.min_face_px)  # fmt: skip
+    except ModelError as exc:
+        log(str(exc))
+        return 1
+    results = predict_photos(rows, args.labels.parent, pipeline, log)
+    skipped = len(rows) - len(results)
+    if skipped:
+        log(f"{skipped} of {len(rows)} rows left out")
+    report = evaluate(results, args.by)
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
