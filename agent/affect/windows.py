@@ -11,12 +11,12 @@ dropped notifications split the series, Lipponen-Tarvainen correction); a window
 corrected fraction exceeds `max_corrected_fraction` gives no heart evidence.
 Skin: `agent.physio.eda.eda_features`; a window with lost contact, a clipped amplifier or
 a stuck value gives none. A flat one (no measurable response) still gives its level: on a
-wrist, low and calm skin is often flat, and dropping it left people without a skin
-baseline at rest (issue 13: 42 % of Stress-Predict's rest windows).
+wrist, low and calm skin is often flat, and dropping it cost 42 % of Stress-Predict's rest
+windows their level (and a third of its people their skin baseline at rest).
 
-Fusion (`agent.affect.fusion`) turns the face's expression and the physiology's z-scores
+Fusion (`agent.affect.fusion`) turns the face's expression and the physiology normalised
 against the wearer's personal baseline (`agent.affect.baseline`) into valence, arousal,
-stress, a discrete emotion and a confidence; the weights, directions and their sources are
+stress, a discrete emotion and a confidence; the fitted stress model, directions and sources are
 documented there. In audience mode (`physiology=False`) heart and skin events are ignored:
 only group-level face aggregates are made.
 """
