@@ -91,6 +91,26 @@ def test_evaluate_faces_json_per_group_and_bad_rows(tmp_path: Path) -> None:
     assert table.returncode == 0 and "group=a" in table.stdout and "overall" in table.stdout
 
 
+def test_groups_average_f1_over_the_same_classes() -> None:
+    # a "sad" read only in group a must not change group b's macro-F1 denominator
+    classes = ["sad", "happy", "neutral"]
+    b = block(["happy", "neutral"], ["happy", "neutral"], classes)
+    assert b["macro_f1"] == pytest.approx(2 / 3, abs=1e-4)  # sad: F1 0 counts in the mean
+    assert block(["happy", "neutral"], ["happy", "neutral"])["macro_f1"] == 1.0
+
+
+def test_evaluate_faces_with_no_usable_row_says_so(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,expression,gender\ngone.png,happy\n")  # short row, missing file
+    proc = subprocess.run(
+        agent_cmd("evaluate-faces", str(labels), "--by", "gender"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "no usable row" in proc.stderr, proc.stderr
+
+
 def test_evaluate_faces_names_a_missing_column(tmp_path: Path) -> None:
     labels = tmp_path / "labels.csv"
     labels.write_text("path,expression\nx.png,happy\n")

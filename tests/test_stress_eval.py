@@ -117,6 +117,34 @@ def test_evaluate_stress_json_scores_subjects_and_skips_bad_ones(tmp_path: Path)
     assert "median AUROC" in table.stdout and "C         skipped: no eda_4hz.csv" in table.stdout
 
 
+def test_evaluate_stress_with_a_config_and_wrong_phases(tmp_path: Path) -> None:
+    root = tmp_path / "subjects"
+    write_subject(root / "A")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("baseline: {calibration_s: 60}\n")
+    proc = evaluate_cli(root, "-c", str(cfg), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["subjects"][0]["windows"]["negative"] > 0
+    typo = subprocess.run(
+        agent_cmd("evaluate-stress", str(root), "--negative", "rest", "--positive", "stres"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert typo.returncode == 2
+    assert "no subject has a phase stres (phases: recovery, rest, stress)" in typo.stderr
+    # the only negative phase comes after the stress and is shorter than the calibration
+    backwards = subprocess.run(
+        agent_cmd("evaluate-stress", str(root), "--negative", "recovery", "--positive", "stress"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert backwards.returncode == 1, backwards.stderr
+    assert "no scored negative window (the replay starts at 430 s" in backwards.stdout
+    assert "no subject could be evaluated" in backwards.stderr
+
+
 def test_evaluate_stress_refuses_a_phase_on_both_sides(tmp_path: Path) -> None:
     proc = subprocess.run(
         agent_cmd("evaluate-stress", str(tmp_path), "--negative", "x", "--positive", "x"),

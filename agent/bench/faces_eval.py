@@ -13,9 +13,10 @@ a photo with no face is predicted ``null``.
 
 BLOCK (overall and per group): ``n`` photos, ``detected``, ``detection_rate``,
 ``accuracy`` (a photo without a face counts as wrong), ``macro_f1`` (over the classes that
-occur as labels or predictions, as scikit-learn's default), ``per_class_recall`` for
-each labelled class, ``confusion_by_label`` (true class -> predicted class or "null" ->
-count). With ``--json`` one object ``{"n", "overall", "by": {COLUMN: {VALUE: BLOCK}}}``.
+occur as labels or predictions anywhere in the file, the same set for every group, so
+groups compare), ``per_class_recall`` for each labelled class, ``confusion_by_label``
+(true class -> predicted class or "null" -> count). With ``--json`` one object
+``{"n", "overall", "by": {COLUMN: {VALUE: BLOCK}}}``.
 A row that cannot be used (missing file, unknown class, unreadable image) is named on
 stderr with its line and left out of every figure; the count of such rows ends stderr.
 """
@@ -57,12 +58,17 @@ def read_labels(path: Path, by: Sequence[str]) -> list[tuple[int, dict[str, str]
         raise LabelsError(f"{path}: unreadable ({exc})") from None
 
 
-def block(truth: Sequence[str], predicted: Sequence[str | None]) -> dict[str, Any]:
-    """The metrics of one set of photos; see the module docstring."""
+def block(
+    truth: Sequence[str], predicted: Sequence[str | None], classes: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The metrics of one set of photos; see the module docstring. `classes`: those macro-F1
+    averages over (default: the labels and predictions of this set); pass the whole file's
+    so that groups are compared over the same classes."""
     n = len(truth)
     detected = sum(p is not None for p in predicted)
     right = sum(t == p for t, p in zip(truth, predicted, strict=True))
-    classes = sorted({*truth, *(p for p in predicted if p is not None)}, key=EXPRESSIONS.index)
+    if classes is None:
+        classes = sorted({*truth, *(p for p in predicted if p is not None)}, key=EXPRESSIONS.index)
     f1s = []
     for c in classes:
         tp = sum(t == c and p == c for t, p in zip(truth, predicted, strict=True))
@@ -125,17 +131,21 @@ def predict_photos(
 def evaluate(results: list[tuple[dict[str, str], str | None]], by: Sequence[str]) -> dict[str, Any]:
     truth = [r["expression"] for r, _ in results]
     predicted = [p for _, p in results]
+    # one class set for every block: a group's macro-F1 must not depend on which classes
+    # happen to occur in it
+    classes = sorted({*truth, *(p for p in predicted if p is not None)}, key=EXPRESSIONS.index)
     groups: dict[str, dict[str, Any]] = {}
     for column in by:
-        values = sorted({r[column] for r, _ in results})
+        values = sorted({r.get(column) or "" for r, _ in results})
         groups[column] = {
             v: block(
-                [r["expression"] for r, _ in results if r[column] == v],
-                [p for r, p in results if r[column] == v],
+                [r["expression"] for r, _ in results if (r.get(column) or "") == v],
+                [p for r, p in results if (r.get(column) or "") == v],
+                classes,
             )
             for v in values
         }
-    return {"n": len(results), "overall": block(truth, predicted), "by": groups}
+    return {"n": len(results), "overall": block(truth, predicted, classes), "by": groups}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -201,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     skipped = len(rows) - len(results)
     if skipped:
         log(f"{skipped} of {len(rows)} rows left out")
+    if not results:
+        log("no usable row: nothing to evaluate")
+        return 1
     report = evaluate(results, args.by)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0

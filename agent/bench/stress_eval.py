@@ -14,8 +14,9 @@ the same states as a live replay (tests/test_stress_eval.py checks that).
 
 Scoring. A window is labelled by the span its physiology was computed from, ``[end - L,
 end]`` with L the longest of the state, HRV and EDA windows: 0 when that span lies inside
-a negative phase, 1 inside a positive one, unscored otherwise (straddling two phases, or
-in a phase named by neither option). Windows that end within ``baseline.calibration_s``
+a negative phase, 1 inside a positive one; a window straddling two phases is not scored,
+and one inside a phase neither option names is scored apart, only under ``phases``.
+Windows that end within ``baseline.calibration_s``
 of the start are not scored (they form the baseline). A labelled window whose state is not
 ``ok`` has no stress; it counts against ``share_ok`` and is left out of the rest.
 
@@ -27,7 +28,10 @@ stress per phase; then over subjects ``median_auroc`` and its interquartile rang
 subjects; ``phases`` repeats these for each phase of segments.csv that is not negative
 (each against all negative windows). Subjects that cannot be evaluated (a missing or
 malformed file, no negative phase, no EDA, no window of one class) are listed under
-``subjects`` with ``skipped`` and the reason, never a traceback.
+``subjects`` with ``skipped`` and the reason, never a traceback. A phase name that no
+subject's segments.csv has is refused before anything is replayed (exit 2, with the names
+there are), and a run in which no subject could be evaluated exits 1. With one signal in
+the stress model and no face, stress and arousal rank windows alike: their AUROCs match.
 """
 
 from __future__ import annotations
@@ -199,7 +203,11 @@ def score_subject(
     n0 = sum(s.label == 0 for s in counted)
     n1 = sum(s.label == 1 for s in counted)
     if not n0 or not n1:
-        raise SubjectError(f"no scored {'negative' if not n0 else 'positive'} window")
+        which = "negative" if not n0 else "positive"
+        raise SubjectError(
+            f"no scored {which} window (the replay starts at {start:g} s, the first negative "
+            f"phase; a window counts when its last {span:g} s lie inside one phase)"
+        )
     ok = [s for s in counted if s.stress is not None]
     neg = [s.stress for s in ok if s.label == 0]
     pos = [s.stress for s in ok if s.label == 1]
@@ -250,7 +258,7 @@ def _summary(per_subject: list[list[Scored]], positive: set[str] | None) -> dict
 def evaluate(
     root: Path, cfg: AgentConfig, negative: Sequence[str], positive: Sequence[str]
 ) -> dict[str, Any]:
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+    folders = subject_folders(root)
     subjects: list[dict[str, Any]] = []
     kept: list[list[Scored]] = []
     phases: list[str] = []
@@ -275,7 +283,7 @@ def evaluate(
 
 def format_report(r: dict[str, Any], negative: Sequence[str], positive: Sequence[str]) -> str:
     def f(x: float | None) -> str:
-        return "   -" if x is None else f"{x:.2f}"
+        return "-" if x is None else f"{x:.2f}"
 
     lines = [
         f"stress: {' + '.join(positive)} (1) against {' + '.join(negative)} (0), "
@@ -293,9 +301,10 @@ def format_report(r: dict[str, Any], negative: Sequence[str], positive: Sequence
             f"{f(s['balanced_accuracy']):>9}"
         )
     iqr = r["auroc_iqr"]
+    spread = "-" if iqr[0] is None else f"{f(iqr[0])}-{f(iqr[1])}"
     lines += [
         "",
-        f"median AUROC {f(r['median_auroc'])} (IQR {f(iqr[0])}-{f(iqr[1])}), "
+        f"median AUROC {f(r['median_auroc'])} (IQR {spread}), "
         f"pooled {f(r['pooled_auroc'])}; balanced accuracy {f(r['balanced_accuracy'])} "
         f"(sensitivity {f(r['sensitivity'])}, specificity {f(r['specificity'])})",
         "",
@@ -317,8 +326,20 @@ def command_parser(prog: str = "emotion-agent evaluate-stress") -> argparse.Argu
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dir", type=Path, metavar="DIR", help="one folder per subject")
-    p.add_argument("--negative", action="append", required=True, metavar="PHASE")
-    p.add_argument("--positive", action="append", required=True, metavar="PHASE")
+    p.add_argument(
+        "--negative",
+        action="append",
+        required=True,
+        metavar="PHASE",
+        help="a `phase` of segments.csv that is rest (repeatable); the replay starts at the first",
+    )
+    p.add_argument(
+        "--positive",
+        action="append",
+        required=True,
+        metavar="PHASE",
+        help="a `phase` of segments.csv that is stress (repeatable)",
+    )
     p.add_argument("-c", "--config", type=Path, help="agent configuration (default: built-in)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return p
@@ -333,8 +354,17 @@ def main(argv: list[str] | None = None) -> int:
     if both:
         print(f"evaluate-stress: {', '.join(both)} is both negative and positive", file=sys.stderr)
         return 2
+    known = phase_names(args.dir)
+    unknown = [p for p in (*args.negative, *args.positive) if p not in known]
+    if unknown:
+        names = ", ".join(sorted(known)) or "none: no subject folder with a segments.csv"
+        print(
+            f"evaluate-stress: no subject has a phase {', '.join(unknown)} (phases: {names})",
+            file=sys.stderr,
+        )
+        return 2
     if args.config is not None:
-        from agent.config import ConfigError, load_config
+        from agent.config_loader import ConfigError, load_config
 
         try:
             cfg = load_config(args.config)
@@ -348,7 +378,26 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=1))
     else:
         print(format_report(report, args.negative, args.positive))
+    if report["median_auroc"] is None:
+        print("evaluate-stress: no subject could be evaluated", file=sys.stderr)
+        return 1
     return 0
+
+
+def phase_names(root: Path) -> set[str]:
+    """Every phase named in the subjects' segments.csv files (unreadable ones are skipped
+    here and reported per subject later)."""
+    names: set[str] = set()
+    for folder in subject_folders(root):
+        try:
+            names.update(p for p, _, _ in read_recording(folder).segments)
+        except SubjectError:
+            continue
+    return names
+
+
+def subject_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
 
 
 if __name__ == "__main__":
