@@ -21,15 +21,15 @@ first model whose signals a window has is used: "skin" (the level's log ratio: s
 at about 1.7 times the baseline level), else "heart" (the heart-rate z-score), for a strap
 without an EDA sensor. Held out, the skin model ranks a person's stress windows above
 their rest windows with a median per-subject AUROC of 0.99 (balanced accuracy 0.70 at 0.5,
-pooled over people), heart rate alone 0.65 (0.56); the review-based weights used before
+pooled over people), heart rate alone 0.65 (0.57); the review-based weights used before
 scored 0.54 (0.58) on the same windows. Wrist-PPG RMSSD went against its direction and
 heart rate added nothing to skin conductance out of sample, so neither is in the skin
-model. Limits: a level still high after a stressor reads as stress (rest after the tasks
-against the tasks: median AUROC 0.69), and these are 17 young adults, one protocol, one
-device. `physio arousal = tanh(sum w_k x_k / 2)`, the same evidence without the intercept
-(0 at baseline). Physiology confidence = the model's held-out discrimination (2 AUROC - 1:
-0.98 skin, 0.30 heart) x, for the heart model, signal quality (1 minus twice the share of
-corrected beats).
+model. Limits: a level still high after a stressor reads as stress (with the rest after
+each task counted as rest too: median AUROC 0.69), and these are 17 young adults, one
+protocol, one device. `physio arousal = tanh(sum w_k x_k / 2)`, the same evidence
+without the intercept (0 at baseline). Physiology confidence = the model's held-out
+discrimination (2 AUROC - 1: 0.98 skin, 0.30 heart) x, for the heart model, signal
+quality (1 minus twice the share of corrected beats).
 
 **Fusion** (`fuse`). Valence comes from the face alone: no physiological signal tells
 pleasant from unpleasant arousal reliably (Kreibig 2010). Arousal is the
