@@ -114,6 +114,15 @@ def face_estimate(
     return FaceEstimate(expression, valence, arousal, confidence)
 
 
+# Which sensor each baseline-normalised signal comes from (its name up to the first "_").
+SIGNAL_SOURCES: dict[str, str] = {"hr": "heart", "rmssd": "heart", "scl": "eda", "scr": "eda"}
+
+
+def signal_source(signal: str) -> str:
+    """The sensor ("heart" or "eda") a fusion signal (`hr_bpm`, `scl_us_log`...) comes from."""
+    return SIGNAL_SOURCES[signal.split("_", 1)[0]]
+
+
 @dataclass(frozen=True)
 class StressModel:
     """One fitted logistic model of stress from baseline-normalised signals."""
@@ -136,7 +145,7 @@ def load_stress_models(path: Path = STRESS_MODEL_FILE) -> tuple[StressModel, ...
             float(m["intercept"]),
             {k: float(w) for k, w in m["weights"].items()},
             float(m["confidence"]),
-            any(k.startswith(("hr_", "rmssd")) for k in m["weights"]),
+            any(signal_source(k) == "heart" for k in m["weights"]),
         )
         for m in data["models"]
     )

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from agent.affect.baseline import PersonalBaseline
-from agent.affect.fusion import Fused, face_estimate, fuse, physio_estimate
+from agent.affect.fusion import Fused, face_estimate, fuse, physio_estimate, signal_source
 from agent.clock import iso
 from agent.events import EdaEvent, Event, FaceObservation, FrameEvent, HeartEvent
 from agent.physio.eda import eda_features
@@ -257,8 +257,8 @@ class WindowAggregator:
             m
             for m, ok in (
                 ("face", face is not None),
-                ("heart", "hr_bpm" in used or "rmssd_ms" in used),
-                ("eda", any(k.startswith(("scl_", "scr_")) for k in used)),
+                ("heart", any(signal_source(k) == "heart" for k in used)),
+                ("eda", any(signal_source(k) == "eda" for k in used)),
             )
             if ok
         )

@@ -68,7 +68,7 @@ def block(
     detected = sum(p is not None for p in predicted)
     right = sum(t == p for t, p in zip(truth, predicted, strict=True))
     if classes is None:
-        classes = sorted({*truth, *(p for p in predicted if p is not None)}, key=EXPRESSIONS.index)
+        classes = _classes(truth, predicted)
     f1s = []
     for c in classes:
         tp = sum(t == c and p == c for t, p in zip(truth, predicted, strict=True))
@@ -92,6 +92,11 @@ def block(
         },
         "confusion_by_label": {c: confusion[c] for c in EXPRESSIONS if c in confusion},
     }
+
+
+def _classes(truth: Sequence[str], predicted: Sequence[str | None]) -> list[str]:
+    """The classes that occur as labels or predictions, in FER2013 order."""
+    return sorted({*truth, *(p for p in predicted if p is not None)}, key=EXPRESSIONS.index)
 
 
 def _r(x: float) -> float:
@@ -133,7 +138,7 @@ def evaluate(results: list[tuple[dict[str, str], str | None]], by: Sequence[str]
     predicted = [p for _, p in results]
     # one class set for every block: a group's macro-F1 must not depend on which classes
     # happen to occur in it
-    classes = sorted({*truth, *(p for p in predicted if p is not None)}, key=EXPRESSIONS.index)
+    classes = _classes(truth, predicted)
     groups: dict[str, dict[str, Any]] = {}
     for column in by:
         values = sorted({r.get(column) or "" for r, _ in results})

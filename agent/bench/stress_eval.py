@@ -42,7 +42,7 @@ import heapq
 import json
 import math
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,13 @@ import numpy as np
 
 from agent.affect.windows import WindowState
 from agent.config import AgentConfig
-from agent.sessions.stress_predict import Recording, SubjectError, read_recording, subject_session
+from agent.sessions.stress_predict import (
+    Recording,
+    SubjectError,
+    read_recording,
+    read_segments,
+    subject_session,
+)
 from agent.sources.replay import replay_sources
 from agent.sources.session import Session
 
@@ -229,20 +235,18 @@ def _r(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 4)
 
 
-def _summary(per_subject: list[list[Scored]], positive: set[str] | None) -> dict[str, Any]:
-    """Median/IQR of per-subject AUROC, pooled AUROC and rates; `positive` restricts the
-    positive windows to those phases (None: every window labelled 1)."""
-    aucs, pooled_neg, pooled_pos = [], [], []
-    for scored in per_subject:
-        neg = [s.stress for s in scored if s.label == 0 and s.stress is not None]
-        pos = [
-            s.stress
-            for s in scored
-            if s.stress is not None
-            and (s.label == 1 if positive is None else s.phase in positive and s.label != 0)
-        ]
+def across_subjects(
+    per_subject: Iterable[tuple[Sequence[float], Sequence[float]]],
+) -> dict[str, Any]:
+    """(negative scores, positive scores) of each subject -> `subjects` (those with both),
+    the median and IQR of their AUROCs, the pooled AUROC and the rates at THRESHOLD over
+    every window: the one summary evaluate-stress and agent.bench.stress_fit report."""
+    aucs: list[float] = []
+    pooled_neg: list[float] = []
+    pooled_pos: list[float] = []
+    for neg, pos in per_subject:
         if neg and pos:
-            aucs.append(auroc(neg, pos))
+            aucs.append(auroc(neg, pos))  # type: ignore[arg-type]
         pooled_neg += neg
         pooled_pos += pos
     q = np.percentile(aucs, [25, 50, 75]) if aucs else [None] * 3
@@ -253,6 +257,23 @@ def _summary(per_subject: list[list[Scored]], positive: set[str] | None) -> dict
         "pooled_auroc": _r(auroc(pooled_neg, pooled_pos)),
         **{k: _r(v) for k, v in rates(pooled_neg, pooled_pos).items()},
     }
+
+
+def _summary(per_subject: list[list[Scored]], positive: set[str] | None) -> dict[str, Any]:
+    """`across_subjects` of the published stress; `positive` restricts the positive windows
+    to those phases (None: every window labelled 1)."""
+    return across_subjects(
+        (
+            [s.stress for s in scored if s.label == 0 and s.stress is not None],
+            [
+                s.stress
+                for s in scored
+                if s.stress is not None
+                and (s.label == 1 if positive is None else s.phase in positive and s.label != 0)
+            ],
+        )
+        for scored in per_subject
+    )
 
 
 def evaluate(
@@ -385,12 +406,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def phase_names(root: Path) -> set[str]:
-    """Every phase named in the subjects' segments.csv files (unreadable ones are skipped
-    here and reported per subject later)."""
+    """Every phase named in the subjects' segments.csv files, read alone (unreadable ones
+    are skipped here and reported per subject later)."""
     names: set[str] = set()
     for folder in subject_folders(root):
         try:
-            names.update(p for p, _, _ in read_recording(folder).segments)
+            names.update(p for p, _, _ in read_segments(folder))
         except SubjectError:
             continue
     return names

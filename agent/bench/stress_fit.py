@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.bench.stress_eval import Scored, auroc, rates, score_subject
+from agent.bench.stress_eval import Scored, across_subjects, score_subject
 from agent.config import AgentConfig
 from agent.sessions.stress_predict import SubjectError, read_recording
 
@@ -71,33 +71,31 @@ def predict(beta: np.ndarray, x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(beta[0] + x @ beta[1:])))
 
 
-def _figures(aucs: list[float], neg: list[float], pos: list[float]) -> dict[str, Any]:
-    q = np.percentile(aucs, [25, 50, 75])
-    return {
-        "median_auroc": round(float(q[1]), 4),
-        "auroc_iqr": [round(float(q[0]), 4), round(float(q[2]), 4)],
-        **{k: None if v is None else round(v, 4) for k, v in rates(neg, pos).items()},
-    }
+def _held_out(summary: dict[str, Any]) -> dict[str, Any]:
+    """The figures a candidate is judged by (`subjects` is counted by the caller)."""
+    return {k: v for k, v in summary.items() if k not in ("subjects", "pooled_auroc")}
+
+
+def _by_label(
+    scores: Sequence[float], windows: Sequence[Scored]
+) -> tuple[list[float], list[float]]:
+    pairs = list(zip(scores, windows, strict=True))
+    return [float(p) for p, w in pairs if w.label == 0], [
+        float(p) for p, w in pairs if w.label == 1
+    ]
 
 
 def loso(subjects: dict[str, list[Scored]], features: Sequence[str], l2: float) -> dict[str, Any]:
     """Held-out per-subject AUROC (median, IQR) and pooled rates at 0.5, each subject
     scored by the model fitted on all the others."""
-    aucs: list[float] = []
-    neg_all: list[float] = []
-    pos_all: list[float] = []
-    for held in subjects:
+
+    def held_out(held: str) -> tuple[list[float], list[float]]:
         train = [w for s, ws in subjects.items() if s != held for w in ws]
         beta = fit_logistic(design(train, features), np.array([w.label for w in train]), l2)
-        test = subjects[held]
-        p = predict(beta, design(test, features))
-        neg = [float(v) for v, w in zip(p, test, strict=True) if w.label == 0]
-        pos = [float(v) for v, w in zip(p, test, strict=True) if w.label == 1]
-        if neg and pos:
-            aucs.append(auroc(neg, pos))
-        neg_all += neg
-        pos_all += pos
-    return {"features": list(features), "l2": l2, **_figures(aucs, neg_all, pos_all)}
+        return _by_label(predict(beta, design(subjects[held], features)), subjects[held])
+
+    summary = across_subjects(held_out(held) for held in subjects)
+    return {"features": list(features), "l2": l2, **_held_out(summary)}
 
 
 def collect(
@@ -140,27 +138,15 @@ LITERATURE = {"hr_bpm": 0.30, "rmssd_ms": 0.40, "scl_us": 0.10, "scr_per_min": 0
 
 def literature(subjects: dict[str, list[Scored]]) -> dict[str, Any]:
     """The pre-fit stress (logistic(1.5 zbar - 1), zbar the weighted mean of present z)."""
-    aucs, neg_all, pos_all = [], [], []
-    for ws in subjects.values():
-        score = []
-        for w in ws:
-            present = {k: v for k, v in w.z.items() if k in LITERATURE}
-            total = sum(LITERATURE[k] for k in present)
-            zbar = sum(LITERATURE[k] * v for k, v in present.items()) / total if total else 0.0
-            score.append(1.0 / (1.0 + math.exp(-(1.5 * zbar - 1.0))))
-        neg = [p for p, w in zip(score, ws, strict=True) if w.label == 0]
-        pos = [p for p, w in zip(score, ws, strict=True) if w.label == 1]
-        if neg and pos:
-            aucs.append(auroc(neg, pos))
-        neg_all += neg
-        pos_all += pos
-    q = np.percentile(aucs, [25, 50, 75])
-    return {
-        "features": "literature weights",
-        "median_auroc": round(float(q[1]), 4),
-        "auroc_iqr": [round(float(q[0]), 4), round(float(q[2]), 4)],
-        **{k: None if v is None else round(v, 4) for k, v in rates(neg_all, pos_all).items()},
-    }
+
+    def score(w: Scored) -> float:
+        present = {k: v for k, v in w.z.items() if k in LITERATURE}
+        total = sum(LITERATURE[k] for k in present)
+        zbar = sum(LITERATURE[k] * v for k, v in present.items()) / total if total else 0.0
+        return 1.0 / (1.0 + math.exp(-(1.5 * zbar - 1.0)))
+
+    summary = across_subjects(_by_label([score(w) for w in ws], ws) for ws in subjects.values())
+    return {"features": "literature weights", **_held_out(summary)}
 
 
 def choose(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -50,7 +50,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.sessions.stress_predict import read_recording, strap_notifications
+from agent.sessions.stress_predict import (
+    Recording,
+    SubjectError,
+    read_recording,
+    strap_notifications,
+)
 
 SUBJECT = "S18"
 FPS = 2.0
@@ -90,29 +95,28 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _phase_window(segments: list[dict[str, str]], part: Part) -> tuple[float, float]:
-    for row in segments:
-        if row["phase"] == part.phase:
-            start, end = float(row["start_t_s"]), float(row["end_t_s"])
-            if end - start < part.seconds:
-                raise SystemExit(f"phase {part.phase} is shorter than {part.seconds:g} s")
-            if part.anchor == "start":
-                if start + part.skip_s + part.seconds > end:
-                    raise SystemExit(f"phase {part.phase} ends before {part.skip_s:g} s + ...")
-                return start + part.skip_s, start + part.skip_s + part.seconds
-            return end - part.seconds, end
-    raise SystemExit(f"no phase {part.phase!r} in segments.csv")
+def _phase_window(rec: Recording, part: Part) -> tuple[float, float]:
+    try:
+        start, end = rec.phase(part.phase)
+    except SubjectError as exc:
+        raise SystemExit(str(exc)) from None
+    if end - start < part.seconds:
+        raise SystemExit(f"phase {part.phase} is shorter than {part.seconds:g} s")
+    if part.anchor == "start":
+        if start + part.skip_s + part.seconds > end:
+            raise SystemExit(f"phase {part.phase} ends before {part.skip_s:g} s + ...")
+        return start + part.skip_s, start + part.skip_s + part.seconds
+    return end - part.seconds, end
 
 
 def physiology(subject_dir: Path) -> tuple[list[str], list[str], list[dict[str, object]], float]:
     """(heart.csv lines, eda.csv lines, the parts with their source windows, start unix time)."""
     rec = read_recording(subject_dir)
-    segments = [{"phase": p, "start_t_s": str(a), "end_t_s": str(b)} for p, a, b in rec.segments]
     heart_lines, eda_lines, parts = ["t,hr,rr_ms,contact"], ["t,microsiemens"], []
     offset = 0.0
     start_unix = 0.0
     for part in PARTS:
-        a, b = _phase_window(segments, part)
+        a, b = _phase_window(rec, part)
         if not parts:
             start_unix = (rec.unix0 or 0.0) + a
         for t, bpm, rr in strap_notifications(rec, a, b):

@@ -79,14 +79,19 @@ def _column(rows: list[dict[str, str]], column: str, file: str) -> list[float]:
     return out
 
 
+def read_segments(folder: Path) -> tuple[tuple[str, float, float], ...]:
+    """(phase, start_t_s, end_t_s) of a subject's segments.csv; SubjectError if unusable."""
+    seg = _rows(folder / "segments.csv", ("phase", "start_t_s", "end_t_s"))
+    starts = _column(seg, "start_t_s", "segments.csv")
+    ends = _column(seg, "end_t_s", "segments.csv")
+    return tuple((r["phase"], a, b) for r, a, b in zip(seg, starts, ends, strict=True))
+
+
 def read_recording(folder: Path) -> Recording:
     """Read one subject folder; SubjectError names what is missing or malformed."""
     if not folder.is_dir():
         raise SubjectError(f"no such folder {folder}")
-    seg = _rows(folder / "segments.csv", ("phase", "start_t_s", "end_t_s"))
-    starts = _column(seg, "start_t_s", "segments.csv")
-    ends = _column(seg, "end_t_s", "segments.csv")
-    segments = tuple((r["phase"], a, b) for r, a, b in zip(seg, starts, ends, strict=True))
+    segments = read_segments(folder)
     ibi_rows = _rows(folder / "ibi.csv", ("t_s", "rr_ms"))
     _column(ibi_rows, "rr_ms", "ibi.csv")  # checked; kept as written
     ibi = tuple(
