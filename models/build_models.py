@@ -376,6 +376,31 @@ def build_vgg48(
     return [entry]
 
 
+def calibrate_models(
+    fer2013: Path, files: list[str], flip: list[str], out: Path = HERE
+) -> list[dict[str, Any]]:
+    """Fit each listed model's temperature (and record flip averaging) in its manifest entry.
+
+    The entries must already be in models.json; everything else in them is kept.
+    """
+    import numpy as np
+    from calibrate import calibrate
+
+    current = {m["file"]: m for m in json.loads(MANIFEST.read_text())["models"]}
+    with np.load(fer2013) as data:
+        x_public, y_public = data["x_public"], data["y_public"].astype(np.int64)
+    entries = []
+    for name in files:
+        if name not in current:
+            sys.exit(f"{name} is not in {MANIFEST}: build it first")
+        result = calibrate(out / name, x_public, y_public, name in flip)
+        print(name, json.dumps(result["calibration"]))
+        entry = {**current[name], "inference": result["inference"]}
+        entry["evaluation"] = {**entry.get("evaluation", {}), "calibration": result["calibration"]}
+        entries.append(entry)
+    return entries
+
+
 def write_manifest(entries: list[dict[str, Any]]) -> None:
     """Merge new entries into models.json (by file name) and refresh MODELS.md's table."""
     current = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
@@ -430,7 +455,7 @@ def check() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("step", choices=["faces", "expressions", "vgg48", "all", "check"])
+    p.add_argument("step", choices=["faces", "expressions", "vgg48", "calibrate", "all", "check"])
     p.add_argument("--fer2013", type=Path, help="fer2013_train_public.npz (x_train, x_public)")
     p.add_argument("--wheel-dir", type=Path, help="take pinned wheels from here, not pip")
     p.add_argument("--out", type=Path, default=HERE)
@@ -439,9 +464,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ckpt", type=Path, default=Path("/work/ckpt/expr"), help="vgg48 checkpoints")
     p.add_argument("--train", action="store_true", help="vgg48: train or resume before export")
     p.add_argument("--epochs", type=int, default=None, help="vgg48: schedule length (default 48)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="calibrate: a model listed in models.json (repeatable; default every int8 "
+        "expression model)",
+    )
+    p.add_argument(
+        "--flip-average",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="calibrate: read this model with horizontal-flip averaging (repeatable)",
+    )
     args = p.parse_args(argv)
     if args.step == "check":
         return check()
+    if args.step == "calibrate":
+        if not args.fer2013:
+            p.error("the calibrate step needs --fer2013 PATH/fer2013_train_public.npz")
+        from agent.vision.expressions import EXPRESSION_MODELS
+
+        files = args.model or list(EXPRESSION_MODELS)
+        write_manifest(calibrate_models(args.fer2013, files, args.flip_average))
+        return 0
     entries = []
     if args.step in ("faces", "all"):
         entries += build_faces(args.out, args.wheel_dir)

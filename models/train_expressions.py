@@ -84,9 +84,14 @@ DEFAULTS: dict[str, Any] = {
     "label_smoothing": 0.1,
     "class_weight_power": 0.5,
     "dropout": 0.3,
-    "input_blur": 3.4,
+    "input_blur": 0.0,
+    "ferplus_mix": 0.0,
     "seed": 0,
 }
+FERPLUS_TO_FER2013 = [6, 3, 5, 4, 0, 1, 2, 1]
+"""FER+ vote columns (neutral, happiness, surprise, sadness, anger, disgust, fear, contempt)
+-> FER2013 class index; contempt, which FER2013 lacks, counts as disgust. The "unknown" and
+"not a face" columns are not emotions and are left out."""
 
 
 def seed_everything(seed: int) -> None:
@@ -95,6 +100,34 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     tf.random.set_seed(seed)
+
+
+def ferplus_targets(votes: np.ndarray, labels: np.ndarray, mix: float) -> np.ndarray:
+    """Training targets: the FER2013 label blended with the FER+ crowd's vote distribution.
+
+    (1 - mix) * one-hot(FER2013 label) + mix * (FER+ emotion votes / their sum). Images FER+
+    has no votes for (all -1, or no emotion vote) keep their one-hot label. A pure function
+    of its inputs, so a resumed run rebuilds the same targets.
+    """
+    n_cls = len(EXPRESSIONS)
+    onehot = np.eye(n_cls, dtype=np.float32)[labels]
+    if not mix:
+        return onehot
+    dist = np.zeros_like(onehot)
+    for col, cls in enumerate(FERPLUS_TO_FER2013):
+        dist[:, cls] += np.clip(votes[:, col], 0, None)
+    total = dist.sum(axis=1, keepdims=True)
+    has = total[:, 0] > 0
+    dist[has] /= total[has]
+    out = onehot.copy()
+    out[has] = (1.0 - mix) * onehot[has] + mix * dist[has]
+    return out
+
+
+def load_ferplus(path: Path) -> np.ndarray:
+    """FER+ votes for the Training images, (N, 10); all -1 where FER+ has none."""
+    with np.load(path) as d:
+        return d["ferplus_train"].astype(np.int64)
 
 
 def load_fer2013(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -284,17 +317,23 @@ def train(args: argparse.Namespace) -> int:
         cfg = {**DEFAULTS, "epochs": args.epochs or 48, "seed": args.seed}
         if args.input_blur is not None:
             cfg["input_blur"] = args.input_blur
+        if args.ferplus is not None:
+            cfg["ferplus_mix"] = args.ferplus
+        if args.widths:
+            cfg["widths"], cfg["stem"] = args.widths, args.widths[0]
+        if args.blocks:
+            cfg["blocks"] = args.blocks
         state = {"config": cfg, "epoch": 0, "best": None, "history": []}
     seed_everything(cfg["seed"])
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
-    cfg.setdefault("input_blur", DEFAULTS["input_blur"])  # runs begun before it was added
+    cfg.setdefault("input_blur", 3.4)  # runs begun before these were recorded
+    cfg.setdefault("ferplus_mix", 0.0)
     x_tr, y_tr, x_pub, y_pub = load_fer2013(args.fer2013)
     xp = public_inputs(cfg, x_pub)  # what the agent feeds the model, after its input blur
     cw = class_weights(y_tr, cfg["class_weight_power"])
     print("class weights", dict(zip(EXPRESSIONS, np.round(cw, 3).tolist(), strict=True)))
-    n_cls = len(EXPRESSIONS)
     steps = len(y_tr) // cfg["batch"]
 
     model = build_model(cfg)
@@ -313,7 +352,7 @@ def train(args: argparse.Namespace) -> int:
 
     # The epoch's shuffle and augmentation are seeded by (seed, epoch), so resuming replays
     # the same data order the uninterrupted run would have seen.
-    onehot = np.eye(n_cls, dtype=np.float32)[y_tr]
+    onehot = ferplus_targets(load_ferplus(args.fer2013), y_tr, cfg["ferplus_mix"])
     sw = cw[y_tr]
 
     def epoch_data(epoch: int) -> Any:
@@ -384,7 +423,7 @@ def export(
 
     state = json.loads((ckpt / "state.json").read_text())
     cfg = {**state["config"]}
-    cfg.setdefault("input_blur", DEFAULTS["input_blur"])
+    cfg.setdefault("input_blur", 3.4)  # the run that shipped vgg48 predates the key
     net = build_model(cfg)
     net.load_weights(str(ckpt / "best.weights.h5"))
     model = inference_model(cfg, net)
@@ -431,6 +470,15 @@ def main(argv: list[str] | None = None) -> int:
         help="Gaussian blur the shipped model applies to its input, to match blurred training "
         "images (default 3.4 for the reference data; 0 for a sharp Training split)",
     )
+    p.add_argument(
+        "--ferplus",
+        type=float,
+        default=None,
+        metavar="MIX",
+        help="weight of the FER+ vote distribution in the training targets (default 0)",
+    )
+    p.add_argument("--widths", type=int, nargs=4, default=None, help="stage widths")
+    p.add_argument("--blocks", type=int, nargs=4, default=None, help="convolutions per stage")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--verbose", type=int, default=2)
     p.add_argument("--out", type=Path, default=HERE / "emotion_vgg48_int8.tflite")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from agent.events import EXPRESSIONS
+from agent.vision.calibration import apply_temperature
 from agent.vision.interpreter import Model, dequantize, load_model, models_dir, quantize
 
 """Class order of the model's output: FER2013's label order."""
@@ -146,11 +147,24 @@ class ExpressionClassifier:
     input tensor's own scale and zero point and the output dequantized with the output's.
     Batches run face by face on the one interpreter (the model is built with batch 1, and
     XNNPACK gains little from larger batches on a Pi), so memory stays flat.
+
+    How the output is read comes from the model's models.json "inference" entry, where it
+    was measured when the model was built: `flip_average` averages each crop's
+    probabilities with its mirror image's (two runs per face), and `temperature` then
+    recalibrates them (see calibration.py). The keyword arguments override the entry; the
+    build script passes temperature=1 to see the raw output it fits the temperature on.
     """
 
     labels = EXPRESSIONS
 
-    def __init__(self, model: Model, *, value_range: tuple[float, float] = (-1.0, 1.0)) -> None:
+    def __init__(
+        self,
+        model: Model,
+        *,
+        value_range: tuple[float, float] = (-1.0, 1.0),
+        temperature: float | None = None,
+        flip_average: bool | None = None,
+    ) -> None:
         d = model.input
         if len(d.shape) != 4 or d.shape[0] != 1 or d.shape[3] != 1:
             raise ValueError(
@@ -162,15 +176,31 @@ class ExpressionClassifier:
         self.model = model
         self.size = (d.shape[1], d.shape[2])
         self.value_range = value_range
+        read = getattr(model, "inference", {}) or {}
+        self.temperature = float(
+            read.get("temperature", 1.0) if temperature is None else temperature
+        )
+        self.flip_average = bool(
+            read.get("flip_average", False) if flip_average is None else flip_average
+        )
+        apply_temperature(np.ones((1, 2)) / 2, self.temperature)  # refuse a bad one now
 
-    def predict(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """(N, 7) float32 probabilities in FER2013 order, one row per crop."""
-        d_in, d_out = self.model.input, self.model.outputs[0]
-        q = quantize(_stack_crops(faces, self.size), d_in)  # whole batch at once: numpy is per-call
+    def _run(self, q: np.ndarray) -> np.ndarray:
+        d_out = self.model.outputs[0]
         out = np.empty((len(q), len(EXPRESSIONS)), d_out.dtype)
         for i in range(len(q)):
             out[i] = self.model.run(q[i : i + 1])[0].reshape(-1)
-        return to_probabilities(dequantize(out, d_out)) if len(q) else out.astype(np.float32)
+        return to_probabilities(dequantize(out, d_out))
+
+    def predict(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """(N, 7) float32 probabilities in FER2013 order, one row per crop."""
+        q = quantize(_stack_crops(faces, self.size), self.model.input)  # numpy is per-call
+        if not len(q):
+            return np.zeros((0, len(EXPRESSIONS)), np.float32)
+        probs = self._run(q)
+        if self.flip_average:
+            probs = (probs + self._run(np.ascontiguousarray(q[:, :, ::-1]))) / 2.0
+        return apply_temperature(probs, self.temperature)
 
     __call__ = predict
 

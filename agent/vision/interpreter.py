@@ -30,7 +30,7 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,6 +110,9 @@ class ModelSpec:
     input_shape: tuple[int, ...] | None = None
     input_dtype: str | None = None
     rebuild: str = REBUILD_ALL
+    inference: Mapping[str, Any] = field(default_factory=dict)
+    """How the model's output is read, as measured when it was built (models.json
+    "inference": e.g. the calibration temperature and test-time flip averaging)."""
 
     @classmethod
     def from_manifest(cls, name: str, manifest: Path | None = None) -> ModelSpec:
@@ -130,6 +133,7 @@ class ModelSpec:
             input_shape=tuple(int(v) for v in shape) if shape is not None else None,
             input_dtype=inp.get("dtype"),
             rebuild=entry.get("rebuild", REBUILD_ALL),
+            inference=dict(entry.get("inference", {})),
         )
 
 
@@ -282,8 +286,10 @@ class Model:
         runtime_version: str,
         num_threads: int,
         sha256: str,
+        inference: Mapping[str, Any] | None = None,
     ) -> None:
         self._interpreter = interpreter
+        self.inference: Mapping[str, Any] = dict(inference or {})
         self._lock = threading.Lock()
         self.path = path
         self.runtime = runtime
@@ -384,6 +390,7 @@ def load_model(
         runtime_version=version,
         num_threads=num_threads,
         sha256=digest,
+        inference=expected.inference if expected else None,
     )
     if expected:
         _check_input(model, expected, rebuild)
