@@ -115,3 +115,38 @@ def test_classifier_reads_the_manifest_and_applies_flip_and_temperature(tmp_path
     assert clf.predict(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
     with pytest.raises(ValueError, match="temperature"):
         ExpressionClassifier(model, temperature=0.0)
+
+
+def _train_module() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "train_expressions", MODELS / "train_expressions.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # TensorFlow is imported only inside the training steps
+    return module
+
+
+def test_ferplus_votes_blend_into_the_fer2013_targets() -> None:
+    te = _train_module()
+    # columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt,
+    # unknown, not-a-face
+    votes = np.array(
+        [
+            [0, 8, 2, 0, 0, 0, 0, 0, 0, 0],  # happy, some surprise
+            [5, 0, 0, 0, 3, 0, 0, 2, 0, 0],  # labelled angry; crowd: neutral, anger, contempt
+            [-1] * 10,  # FER+ has no row
+            [0, 0, 0, 0, 0, 0, 0, 0, 3, 7],  # no emotion vote at all
+        ]
+    )
+    labels = np.array([3, 0, 4, 6])
+    t = te.ferplus_targets(votes, labels, 0.3)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(t.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(t[0], [0, 0, 0, 0.7 + 0.3 * 0.8, 0, 0.3 * 0.2, 0], atol=1e-6)
+    # contempt counts as disgust; neutral goes to index 6
+    np.testing.assert_allclose(t[1], [0.7 + 0.09, 0.06, 0, 0, 0, 0, 0.15], atol=1e-6)
+    np.testing.assert_array_equal(t[2], np.eye(7)[4])
+    np.testing.assert_array_equal(t[3], np.eye(7)[6])
+    np.testing.assert_array_equal(te.ferplus_targets(votes, labels, 0.0), np.eye(7)[labels])  # type: ignore[attr-defined]
