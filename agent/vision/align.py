@@ -161,57 +161,26 @@ def _box_blur(gray: np.ndarray, k: int) -> np.ndarray:
     return (s / (k * k)).astype(np.float32)
 
 
-FER2013_EYE_DISTANCE = 0.379
-"""Median eye distance in a FER2013 face, as a share of the crop's side."""
-FER2013_MOUTH_DROP = 0.403
-"""Median drop from the eye midpoint to the mouth, perpendicular to the eye line, as a share."""
-FER2013_EYE_LINE_Y = 0.385
-"""Median height of the eye midpoint, from the crop's top, as a share (it sits centred in x).
-
-The three are medians of BlazeFace's keypoints on the first half of FER2013 PublicTest,
-upscaled to 192 px (`python -m agent.bench.crop_geometry --fer2013 PATH`: 1,687 of 1,794
-faces found; the eye distance's interquartile range is 0.35-0.40). The expression models
-were trained on faces framed like this, so a live face is cut out to the same frame. On the
-other half, re-cut from the upscaled faces, mini-Xception reads the aligner's crops as well
-as the originals (63.2 % and 63.2 %) and the previous framing, the detector box plus 20 %,
-worse (61.4 %)."""
-
-
-def crop_frame(face: Face) -> tuple[np.ndarray, np.ndarray, float]:
-    """(centre, unit axes (x along the eye line, y down the face), side) of a face's crop.
-
-    The face is framed as FER2013 frames its faces: the eye line level, the eye midpoint
-    centred across and FER2013_EYE_LINE_Y down, and the size set by the mean of the two
-    keypoint spans (eye distance, eye-to-mouth drop), so that a face turned sideways, which
-    narrows the eyes but not the drop, is not cut out too large. A face whose keypoints
-    collapse (no eye distance) falls back to its box with a 20 % margin.
-    """
-    mid, ex, dist, _ = eye_geometry(face)
-    ey = np.array([-ex[1], ex[0]])
-    drop = float((np.asarray(face.keypoints[MOUTH], np.float64) - mid) @ ey)
-    if dist < 1e-6 or drop <= 0:
-        side = max(face.width, face.height) * 1.2
-        return np.asarray(face.center, np.float64), np.array([ex, ey]), side
-    side = (dist / FER2013_EYE_DISTANCE + drop / FER2013_MOUTH_DROP) / 2.0
-    centre = mid + ey * side * (0.5 - FER2013_EYE_LINE_Y)
-    return centre, np.array([ex, ey]), side
-
-
 def align_face(
     image: np.ndarray,
     face: Face,
     size: tuple[int, int] = (64, 64),
+    margin: float = 0.2,
     *,
     gray: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The face as an upright gray uint8 crop of `size` (h, w), framed as FER2013's are.
+    """The face as an upright gray uint8 crop of `size` (h, w).
 
-    See `crop_frame`. `gray` lets a caller convert a frame once for several faces.
+    Rotation levels the eyes; the crop is centred on the box and its side is the box's
+    larger side plus `margin` of it, like the loosely framed FER2013 faces. `gray` lets a
+    caller convert a frame once for several faces.
     """
     g = to_gray(image) if gray is None else gray
-    centre, axes, side = crop_frame(face)
+    _, ex, _, _ = eye_geometry(face)
+    axes = np.array([ex, [-ex[1], ex[0]]])
+    side = max(face.width, face.height) * (1.0 + margin)
     step = side / max(size)
-    crop = sample_affine(g, centre, axes, size, step)
+    crop = sample_affine(g, np.asarray(face.center, np.float64), axes, size, step)
     return np.clip(np.rint(crop), 0, 255).astype(np.uint8)
 
 
@@ -255,6 +224,7 @@ def align_faces(
     image: np.ndarray,
     faces: Sequence[Face],
     size: tuple[int, int] = (64, 64),
+    margin: float = 0.2,
     limits: QualityLimits = DEFAULT_LIMITS,
 ) -> list[AlignedFace]:
     """Crop and score every face of one frame (the frame is converted to gray once)."""
@@ -263,7 +233,7 @@ def align_faces(
     gray = to_gray(image)
     out = []
     for face in faces:
-        crop = align_face(image, face, size, gray=gray)
+        crop = align_face(image, face, size, margin, gray=gray)
         out.append(AlignedFace(face, crop, face_quality(face, crop, limits)))
     return out
 
