@@ -245,7 +245,8 @@ def cmd_vision(args: argparse.Namespace) -> int:
             m = (_load(args.config) if args.config else AgentConfig()).models
             detector = load_detector(face_detector_path(m), runtime=m.runtime)
             classifier = ExpressionClassifier(
-                load_model(expression_model_path(m), runtime=m.runtime)
+                load_model(expression_model_path(m), runtime=m.runtime),
+                flip_average=m.flip_average,
             )
             result: Any = faces_json(args.images, detector, classifier=classifier)
         else:

@@ -171,6 +171,13 @@ class ModelsConfig(Model):
     min_face_px: float = setting(
         24.0, "Smallest face", "Faces narrower than this (frame pixels) are ignored.", ge=0
     )
+    flip_average: bool | None = setting(
+        None,
+        "Flip averaging",
+        "Average each face's expression probabilities with its mirror image's: two "
+        "classifier runs per face, for about 1.5 points of FER2013 accuracy. Default: what "
+        "models.json records for the expression model.",
+    )
 
 
 class PrivacyConfig(Model):

@@ -163,6 +163,7 @@ class Agent:
             runtime=m.runtime,
             num_threads=m.num_threads,
             min_face_px=m.min_face_px,
+            flip_average=m.flip_average,
         )
         log.info("face analysis on %s (%s)", stage.stats.runtime, ", ".join(stage.model_names))
         return stage

@@ -86,11 +86,12 @@ def test_every_shipped_expression_model_records_a_fitted_temperature() -> None:
     manifest = read_manifest(MODELS / "models.json")
     for name in EXPRESSION_MODELS:
         entry = manifest[name]
-        t = entry["inference"]["temperature"]
-        cal = entry["evaluation"]["calibration"]
-        assert 0.2 < t < 10 and cal["temperature"] == t
-        assert cal["nll_after_in_sample"] <= cal["nll_before"]  # what the fit minimises
-        assert cal["after_cross_fitted"]["ece"] <= 0.05
+        for mode, key in (("plain", "temperature"), ("with_flip", "temperature_with_flip")):
+            t = entry["inference"][key]
+            cal = entry["evaluation"]["calibration"][mode]
+            assert 0.2 < t < 10 and cal["temperature"] == t
+            assert cal["nll_after_in_sample"] <= cal["nll_before"]  # what the fit minimises
+            assert cal["after_cross_fitted"]["ece"] <= 0.05
 
 
 @needs_runtime
@@ -100,7 +101,7 @@ def test_classifier_reads_the_manifest_and_applies_flip_and_temperature(tmp_path
     crops = rng.integers(0, 256, (4, 60, 52), dtype=np.uint8)
     shutil.copy(MODELS / name, tmp_path / name)
     entry = dict(read_manifest(MODELS / "models.json")[name])
-    entry["inference"] = {"temperature": 2.0, "flip_average": True}
+    entry["inference"] = {"temperature": 3.0, "temperature_with_flip": 2.0, "flip_average": True}
     (tmp_path / "models.json").write_text(json.dumps({"format": 1, "models": [entry]}))
 
     model = load_model(tmp_path / name)
@@ -115,6 +116,12 @@ def test_classifier_reads_the_manifest_and_applies_flip_and_temperature(tmp_path
     assert clf.predict(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
     with pytest.raises(ValueError, match="temperature"):
         ExpressionClassifier(model, temperature=0.0)
+    # flips turned off (the config's models.flip_average: false): the plain temperature
+    plain = ExpressionClassifier(model, flip_average=False)
+    assert plain.temperature == 3.0 and not plain.flip_average
+    np.testing.assert_allclose(
+        plain.predict(crops), apply_temperature(raw.predict(crops), 3.0), atol=1e-6
+    )
 
 
 def _train_module() -> object:
@@ -150,3 +157,23 @@ def test_ferplus_votes_blend_into_the_fer2013_targets() -> None:
     np.testing.assert_array_equal(t[2], np.eye(7)[4])
     np.testing.assert_array_equal(t[3], np.eye(7)[6])
     np.testing.assert_array_equal(te.ferplus_targets(votes, labels, 0.0), np.eye(7)[labels])  # type: ignore[attr-defined]
+
+
+@needs_runtime
+def test_config_flip_average_reaches_the_live_face_pipeline(tmp_path: Path) -> None:
+    from agent.config_loader import load_config
+    from agent.runtime import expression_model_path, face_detector_path
+    from agent.vision.stage import FacePipeline
+
+    cfg_path = tmp_path / "agent.yaml"
+    cfg_path.write_text("models:\n  flip_average: true\n")
+    m = load_config(cfg_path).models
+    assert m.flip_average is True
+    pipe = FacePipeline(
+        face_detector_path(m), expression_model_path(m), m.runtime, 1, 24.0, m.flip_average
+    )
+    entry = read_manifest(MODELS / "models.json")[expression_model_path(m).name]
+    assert pipe.classifier.flip_average
+    assert pipe.classifier.temperature == entry["inference"]["temperature_with_flip"]
+    default = FacePipeline(face_detector_path(m), expression_model_path(m), m.runtime, 1, 24.0)
+    assert default.classifier.flip_average == entry["inference"]["flip_average"]

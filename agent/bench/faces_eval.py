@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     m = cfg.models
     try:
         pipeline = FacePipeline(face_detector_path(m), expression_model_path(m), m.runtime,
-                                m.num_threads, m.min_face_px)  # fmt: skip
+                                m.num_threads, m.min_face_px, m.flip_average)  # fmt: skip
     except ModelError as exc:
         log(str(exc))
         return 1

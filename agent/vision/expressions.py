@@ -150,9 +150,11 @@ class ExpressionClassifier:
 
     How the output is read comes from the model's models.json "inference" entry, where it
     was measured when the model was built: `flip_average` averages each crop's
-    probabilities with its mirror image's (two runs per face), and `temperature` then
-    recalibrates them (see calibration.py). The keyword arguments override the entry; the
-    build script passes temperature=1 to see the raw output it fits the temperature on.
+    probabilities with its mirror image's (two runs per face), and a temperature then
+    recalibrates them (see calibration.py): "temperature" for plain reading,
+    "temperature_with_flip" with flips. The keyword arguments override the entry (the
+    config's `models.flip_average`; the build script passes temperature=1 to see the raw
+    output it fits the temperatures on).
     """
 
     labels = EXPRESSIONS
@@ -177,12 +179,13 @@ class ExpressionClassifier:
         self.size = (d.shape[1], d.shape[2])
         self.value_range = value_range
         read = getattr(model, "inference", {}) or {}
-        self.temperature = float(
-            read.get("temperature", 1.0) if temperature is None else temperature
-        )
         self.flip_average = bool(
             read.get("flip_average", False) if flip_average is None else flip_average
         )
+        if temperature is None:  # each way of reading has its own fitted temperature
+            key = "temperature_with_flip" if self.flip_average else "temperature"
+            temperature = read.get(key, 1.0)
+        self.temperature = float(temperature)
         apply_temperature(np.ones((1, 2)) / 2, self.temperature)  # refuse a bad one now
 
     def _run(self, q: np.ndarray) -> np.ndarray:

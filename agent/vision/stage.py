@@ -41,7 +41,13 @@ class FacePipeline:
     """Detector + aligner + classifier for one thread (interpreters are not thread-safe)."""
 
     def __init__(
-        self, detector: Path, classifier: Path, runtime: str, num_threads: int, min_face_px: float
+        self,
+        detector: Path,
+        classifier: Path,
+        runtime: str,
+        num_threads: int,
+        min_face_px: float,
+        flip_average: bool | None = None,
     ) -> None:
         from agent.vision.expressions import ExpressionClassifier
         from agent.vision.faces import FaceDetector
@@ -51,7 +57,8 @@ class FacePipeline:
         self.runtime = det_model.runtime
         self.detector = FaceDetector(det_model, min_face_px=min_face_px)
         self.classifier = ExpressionClassifier(
-            load_model(classifier, runtime=runtime, num_threads=num_threads)
+            load_model(classifier, runtime=runtime, num_threads=num_threads),
+            flip_average=flip_average,
         )
 
     def analyse(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,6 +85,7 @@ class FaceStage:
         runtime: str = "auto",
         num_threads: int = 1,
         min_face_px: float = 24.0,
+        flip_average: bool | None = None,
     ) -> None:
         self.sink = sink
         self.stats = FaceStageStats()
@@ -86,7 +94,13 @@ class FaceStage:
         # fails at start-up (before READY), and only ever used there.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faces")
         self._pipe = self._executor.submit(
-            FacePipeline, Path(detector), Path(classifier), runtime, num_threads, min_face_px
+            FacePipeline,
+            Path(detector),
+            Path(classifier),
+            runtime,
+            num_threads,
+            min_face_px,
+            flip_average,
         ).result()
         self.stats.runtime = self._pipe.runtime
         self._busy = False
