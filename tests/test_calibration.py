@@ -177,3 +177,53 @@ def test_config_flip_average_reaches_the_live_face_pipeline(tmp_path: Path) -> N
     assert pipe.classifier.temperature == entry["inference"]["temperature_with_flip"]
     default = FacePipeline(face_detector_path(m), expression_model_path(m), m.runtime, 1, 24.0)
     assert default.classifier.flip_average == entry["inference"]["flip_average"]
+
+
+@pytest.mark.parametrize(
+    ("inference", "problem"),
+    [
+        ({"temperature": "abc"}, "temperature must be a positive number"),
+        ({"temperature": None}, "temperature must be a positive number"),
+        ({"temperature": True}, "temperature must be a positive number"),
+        ({"temperature_with_flip": -1}, "temperature_with_flip must be a positive number"),
+        ({"flip_average": "false"}, "flip_average must be true or false"),
+        ({"temprature": 1.2}, "unknown key 'temprature'"),
+        ("x", "must be an object"),
+    ],
+)
+def test_a_malformed_inference_entry_names_the_manifest_model_and_key(
+    tmp_path: Path, inference: object, problem: str
+) -> None:
+    from agent.vision.interpreter import ModelError
+
+    name = EXPRESSION_MODELS[0]
+    shutil.copy(MODELS / name, tmp_path / name)
+    entry = dict(read_manifest(MODELS / "models.json")[name])
+    entry["inference"] = inference
+    (tmp_path / "models.json").write_text(json.dumps({"format": 1, "models": [entry]}))
+    with pytest.raises(ModelError) as err:
+        load_model(tmp_path / name)
+    text = str(err.value)
+    assert str(tmp_path / "models.json") in text and name in text and problem in text
+
+
+def test_a_fit_at_the_edge_of_its_range_is_refused() -> None:
+    p = np.array([[0.6, 0.4], [0.4, 0.6]] * 50)
+    y = np.array([0, 1] * 50)  # always right: the best temperature tends to 0
+    with pytest.raises(ValueError, match="edge"):
+        fit_temperature(p, y)
+
+
+def test_float_outputs_keep_their_class_order_when_zeros_are_lifted() -> None:
+    p = np.array([[0.9, 0.1, 0.0, 1e-9]])
+    out = apply_temperature(p, 2.0)
+    assert list(np.argsort(-out[0])) == [0, 1, 3, 2]
+
+
+@needs_runtime
+def test_flip_averaging_reads_a_large_crop_and_its_mirror_alike() -> None:
+    name = EXPRESSION_MODELS[0]
+    clf = ExpressionClassifier(load_model(MODELS / name), flip_average=True)
+    # 200x197 box-reduces by 3 with 2 rows and 2 columns left over, one trimmed off each side
+    crop = np.random.default_rng(5).integers(0, 256, (200, 197), dtype=np.uint8)
+    np.testing.assert_allclose(clf.predict(crop), clf.predict(crop[:, ::-1].copy()), atol=1e-6)

@@ -72,7 +72,8 @@ def _box_reduce(faces: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if ky == 1 and kx == 1:
         return faces
     h2, w2 = h // ky * ky, w // kx * kx
-    f = faces[:, :h2, :w2].astype(np.float32)
+    top, left = (h - h2) // 2, (w - w2) // 2  # trim evenly, so a mirrored crop reduces alike
+    f = faces[:, top : top + h2, left : left + w2].astype(np.float32)
     return f.reshape(n, h2 // ky, ky, w2 // kx, kx).mean(axis=(2, 4))
 
 

@@ -110,9 +110,9 @@ class ModelSpec:
     input_shape: tuple[int, ...] | None = None
     input_dtype: str | None = None
     rebuild: str = REBUILD_ALL
-    inference: Mapping[str, Any] = field(default_factory=dict)
+    inference: Mapping[str, Any] = field(default_factory=dict, hash=False)
     """How the model's output is read, as measured when it was built (models.json
-    "inference": e.g. the calibration temperature and test-time flip averaging)."""
+    "inference"; see INFERENCE_KEYS)."""
 
     @classmethod
     def from_manifest(cls, name: str, manifest: Path | None = None) -> ModelSpec:
@@ -121,20 +121,49 @@ class ModelSpec:
         entry = read_manifest(manifest).get(name)
         if entry is None:
             raise KeyError(f"{name} is not listed in {manifest}")
-        return cls._from_entry(entry)
+        return cls._from_entry(entry, manifest)
 
     @classmethod
-    def _from_entry(cls, entry: Mapping[str, Any]) -> ModelSpec:
+    def _from_entry(cls, entry: Mapping[str, Any], manifest: Path) -> ModelSpec:
         inp = entry.get("input", {})
         shape = inp.get("shape")
+        rebuild = entry.get("rebuild", REBUILD_ALL)
         return cls(
             name=entry["file"],
             sha256=entry.get("sha256"),
             input_shape=tuple(int(v) for v in shape) if shape is not None else None,
             input_dtype=inp.get("dtype"),
-            rebuild=entry.get("rebuild", REBUILD_ALL),
-            inference=dict(entry.get("inference", {})),
+            rebuild=rebuild,
+            inference=checked_inference(entry.get("inference", {}), manifest, entry["file"]),
         )
+
+
+INFERENCE_KEYS = {
+    "flip_average": "true or false: average each face with its mirror image",
+    "temperature": "a positive number: the calibration temperature without flips",
+    "temperature_with_flip": "a positive number: the calibration temperature with flips",
+}
+"""What a models.json "inference" entry may hold (written by build_models.py calibrate)."""
+
+
+def checked_inference(value: Any, manifest: Path, name: str) -> dict[str, Any]:
+    """A models.json "inference" entry, checked: a ModelError naming the file and key if not."""
+
+    def bad(problem: str) -> ModelError:
+        return ModelError(manifest, f'{name}: "inference" {problem}', REBUILD_ALL)
+
+    if not isinstance(value, Mapping):
+        raise bad(f"must be an object, got {value!r}")
+    for key, v in value.items():
+        if key not in INFERENCE_KEYS:
+            raise bad(f"has an unknown key {key!r} (known: {', '.join(INFERENCE_KEYS)})")
+        if key == "flip_average":
+            ok = isinstance(v, bool)
+        else:
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < float("inf")
+        if not ok:
+            raise bad(f"{key} must be {INFERENCE_KEYS[key]}, got {v!r}")
+    return dict(value)
 
 
 def read_manifest(manifest: Path) -> dict[str, dict[str, Any]]:
@@ -365,8 +394,9 @@ def load_model(
     """
     path = Path(path)
     if expected is None:
-        entry = read_manifest(path.parent / MANIFEST_NAME).get(path.name)
-        expected = ModelSpec._from_entry(entry) if entry else None
+        manifest = path.parent / MANIFEST_NAME
+        entry = read_manifest(manifest).get(path.name)
+        expected = ModelSpec._from_entry(entry, manifest) if entry else None
     rebuild = expected.rebuild if expected else REBUILD_ALL
     if not path.is_file():
         raise ModelError(path, "file not found", rebuild)
