@@ -97,8 +97,10 @@ def test_every_shipped_expression_model_records_a_fitted_temperature() -> None:
 @needs_runtime
 def test_classifier_reads_the_manifest_and_applies_flip_and_temperature(tmp_path: Path) -> None:
     name = EXPRESSION_MODELS[0]
-    rng = np.random.default_rng(3)
-    crops = rng.integers(0, 256, (4, 60, 52), dtype=np.uint8)
+    h, w = read_manifest(MODELS / "models.json")[name]["input"]["shape"][1:3]
+    # crops at the model's own size: resizing is exact only up to rounding, and a grey level
+    # rounded the other way in a mirrored crop would be a different input
+    crops = np.random.default_rng(3).integers(0, 256, (4, h, w), dtype=np.uint8)
     shutil.copy(MODELS / name, tmp_path / name)
     entry = dict(read_manifest(MODELS / "models.json")[name])
     entry["inference"] = {"temperature": 3.0, "temperature_with_flip": 2.0, "flip_average": True}
@@ -224,6 +226,7 @@ def test_float_outputs_keep_their_class_order_when_zeros_are_lifted() -> None:
 def test_flip_averaging_reads_a_large_crop_and_its_mirror_alike() -> None:
     name = EXPRESSION_MODELS[0]
     clf = ExpressionClassifier(load_model(MODELS / name), flip_average=True)
-    # 200x197 box-reduces by 3 with 2 rows and 2 columns left over, one trimmed off each side
-    crop = np.random.default_rng(5).integers(0, 256, (200, 197), dtype=np.uint8)
+    h, w = clf.size
+    # box-reduces by 4 with 2 rows and 2 columns left over, one trimmed off each side
+    crop = np.random.default_rng(5).integers(0, 256, (4 * h + 2, 4 * w + 2), dtype=np.uint8)
     np.testing.assert_allclose(clf.predict(crop), clf.predict(crop[:, ::-1].copy()), atol=1e-6)

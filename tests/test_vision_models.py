@@ -356,7 +356,7 @@ def test_default_expression_model_and_the_other_stays_selectable() -> None:
         chosen = MODELS / name
         assert expression_model_path(ModelsConfig(expression=str(chosen))) == chosen
     entry = MANIFEST[VGG48_MODEL]
-    assert entry["bytes"] <= 1_000_000 and (MODELS / VGG48_MODEL).stat().st_size == entry["bytes"]
+    assert entry["bytes"] <= 2_000_000 and (MODELS / VGG48_MODEL).stat().st_size == entry["bytes"]
     assert entry["input"]["shape"] == [1, 48, 48, 1]
 
 

@@ -3,9 +3,10 @@
     python -m agent.bench.faces_bench [--frames N] [--json] [--peer --peer-python PATH]
 
 What is timed is what the agent runs per frame (`agent.vision.stage.FacePipeline.analyse`):
-BlazeFace short range -> eye alignment + quality -> int8 mini-Xception, with the stage's
-defaults (1 interpreter thread, faces under 24 px dropped). The frames are scikit-image's
-astronaut photograph (a real photo; he smiles) framed as a camera would deliver it:
+BlazeFace short range -> eye alignment + quality -> the default int8 expression model
+(vgg48), with the stage's defaults (1 interpreter thread, faces under 24 px dropped). The
+frames are scikit-image's astronaut photograph (a real photo; she smiles) framed as a
+camera would deliver it:
 
 - main: 640x480 RGB, the photo's 400x300 top region (x 25-425, y 0-300) scaled by 1.6
   (area-filtered), so the face is about 150 px wide;
@@ -76,9 +77,9 @@ PEER_MODES = {
 GOAL_RATIO = 10.0
 GOAL_MS = 5.0
 ACCURACY_NOTE = (
-    "accuracy (FER2013 PublicTest, models/MODELS.md): our int8 mini-Xception 63.83 % with "
-    "ai-edge-litert, 63.53 % with tflite-runtime; its float source (fer's Keras .hdf5) 65.42 %. "
-    "fer's own quantized .tflite was not evaluated here."
+    "accuracy (FER2013 PublicTest, models/MODELS.md): our int8 vgg48 70.16 % with "
+    "ai-edge-litert, 70.08 % with tflite-runtime; fer's Keras mini-Xception .hdf5 65.42 % "
+    "(64.0 % as our int8 conversion). fer's own quantized .tflite was not evaluated here."
 )
 THREAD_ENV = (
     "OMP_NUM_THREADS",
