@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt", type=Path, default=Path("/work/ckpt/expr"), help="vgg48 checkpoints")
     p.add_argument("--train", action="store_true", help="vgg48: train or resume before export")
-    p.add_argument("--epochs", type=int, default=None, help="vgg48: schedule length (default 48)")
+    p.add_argument("--epochs", type=int, default=None, help="vgg48: schedule length (default 70)")
     p.add_argument(
         "--model",
         action="append",

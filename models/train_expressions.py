@@ -22,8 +22,9 @@ so old checkpoints still export as they were trained. With the sharp split, new 
 no blur.
 
 Network ("vgg48"): 48x48x1 input (FER2013's native size, so the agent's `preprocess`
-resizes nothing for FER2013 crops), x/255*2-1; the input blur; a 3x3 convolution stem,
-then four stages of 3x3 convolution -> BN -> ReLU (widths 16, 32, 64, 128; 1, 2, 2, 3 convolutions)
+resizes nothing for FER2013 crops), x/255*2-1; the input blur if the run has one; a 3x3
+convolution stem, then four stages of 3x3 convolution -> BN -> ReLU (widths 24, 48, 96,
+192 by default, the first vgg48 16-128; 1, 2, 2, 3 convolutions)
 separated by 2x2 max pooling, global average pooling, dropout, a dense layer and a
 softmax. BatchNorm folds into the convolutions at conversion, so the int8 graph holds only
 MIRROR_PAD, CONV_2D, MAX_POOL_2D, MEAN, FULLY_CONNECTED and SOFTMAX, all int8 builtins in
@@ -74,9 +75,9 @@ from agent.vision.expressions import (  # noqa: E402
 SIZE = (48, 48)
 DEFAULTS: dict[str, Any] = {
     "block": "plain",
-    "widths": [16, 32, 64, 128],
+    "widths": [24, 48, 96, 192],
     "blocks": [1, 2, 2, 3],
-    "stem": 16,
+    "stem": 24,
     "batch": 64,
     "lr": 2e-3,
     "weight_decay": 5e-3,
@@ -85,7 +86,7 @@ DEFAULTS: dict[str, Any] = {
     "class_weight_power": 0.5,
     "dropout": 0.3,
     "input_blur": 0.0,
-    "ferplus_mix": 0.0,
+    "ferplus_mix": 0.3,
     "scale_jitter": [0.85, 1.15],
     "shift_jitter": 0.12,
     "seed": 0,
@@ -328,7 +329,7 @@ def train(args: argparse.Namespace) -> int:
         if args.epochs and args.epochs != cfg["epochs"]:
             print(f"resume: keeping the run's schedule of {cfg['epochs']} epochs")
     else:
-        cfg = {**DEFAULTS, "epochs": args.epochs or 48, "seed": args.seed}
+        cfg = {**DEFAULTS, "epochs": args.epochs or 70, "seed": args.seed}
         if args.input_blur is not None:
             cfg["input_blur"] = args.input_blur
         if args.ferplus is not None:
@@ -474,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("step", choices=["train", "export"])
     p.add_argument("--fer2013", type=Path, required=True, help="fer2013_train_public.npz")
     p.add_argument("--ckpt", type=Path, default=Path("/work/ckpt/expr"), help="outside the repo")
-    p.add_argument("--epochs", type=int, default=None, help="schedule length (default 48)")
+    p.add_argument("--epochs", type=int, default=None, help="schedule length (default 70)")
     p.add_argument("--resume", action="store_true", help="continue from --ckpt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -490,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         metavar="MIX",
-        help="weight of the FER+ vote distribution in the training targets (default 0)",
+        help="weight of the FER+ vote distribution in the training targets (default 0.3)",
     )
     p.add_argument("--widths", type=int, nargs=4, default=None, help="stage widths")
     p.add_argument("--blocks", type=int, nargs=4, default=None, help="convolutions per stage")
