@@ -33,14 +33,20 @@ def _lift_zeros(p: np.ndarray) -> np.ndarray:
     return np.where(p > 0, p, floor)
 
 
+def check_temperature(temperature: float) -> float:
+    """`temperature` if it is a positive finite number; ValueError otherwise."""
+    if not (temperature > 0 and np.isfinite(temperature)):
+        raise ValueError(f"temperature must be a positive number, got {temperature}")
+    return float(temperature)
+
+
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Rows of probabilities, recalibrated by `temperature` (1 leaves them unchanged).
 
     T > 1 softens an over-confident model, T < 1 sharpens an under-confident one; the
     argmax of every row is kept.
     """
-    if temperature <= 0 or not np.isfinite(temperature):
-        raise ValueError(f"temperature must be a positive number, got {temperature}")
+    check_temperature(temperature)
     p = np.asarray(probs, dtype=np.float64)
     if temperature == 1.0 or p.size == 0:
         return p.astype(np.float32)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from agent.events import EXPRESSIONS
-from agent.vision.calibration import apply_temperature
+from agent.vision.calibration import apply_temperature, check_temperature
 from agent.vision.interpreter import Model, dequantize, load_model, models_dir, quantize
 
 """Class order of the model's output: FER2013's label order."""
@@ -185,8 +185,7 @@ class ExpressionClassifier:
         if temperature is None:  # each way of reading has its own fitted temperature
             key = "temperature_with_flip" if self.flip_average else "temperature"
             temperature = read.get(key, 1.0)
-        self.temperature = float(temperature)
-        apply_temperature(np.ones((1, 2)) / 2, self.temperature)  # refuse a bad one now
+        self.temperature = check_temperature(temperature)
 
     def _run(self, q: np.ndarray) -> np.ndarray:
         d_out = self.model.outputs[0]
