@@ -66,6 +66,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the agent's own preprocessing and metrics
 
+from agent.bench.ferplus import vote_distribution  # noqa: E402
 from agent.vision.expressions import (  # noqa: E402
     EXPRESSIONS,
     classification_metrics,
@@ -98,10 +99,6 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "shift_jitter": 0.1,
 }
 """What a run's config meant before each of these keys was recorded (the first vgg48)."""
-FERPLUS_TO_FER2013 = [6, 3, 5, 4, 0, 1, 2, 1]
-"""FER+ vote columns (neutral, happiness, surprise, sadness, anger, disgust, fear, contempt)
--> FER2013 class index; contempt, which FER2013 lacks, counts as disgust. The "unknown" and
-"not a face" columns are not emotions and are left out."""
 
 
 def seed_everything(seed: int) -> None:
@@ -119,18 +116,12 @@ def ferplus_targets(votes: np.ndarray, labels: np.ndarray, mix: float) -> np.nda
     has no votes for (all -1, or no emotion vote) keep their one-hot label. A pure function
     of its inputs, so a resumed run rebuilds the same targets.
     """
-    n_cls = len(EXPRESSIONS)
-    onehot = np.eye(n_cls, dtype=np.float32)[labels]
+    onehot = np.eye(len(EXPRESSIONS), dtype=np.float32)[labels]
     if not mix:
         return onehot
-    dist = np.zeros_like(onehot)
-    for col, cls in enumerate(FERPLUS_TO_FER2013):
-        dist[:, cls] += np.clip(votes[:, col], 0, None)
-    total = dist.sum(axis=1, keepdims=True)
-    has = total[:, 0] > 0
-    dist[has] /= total[has]
+    dist, has = vote_distribution(votes)
     out = onehot.copy()
-    out[has] = (1.0 - mix) * onehot[has] + mix * dist[has]
+    out[has] = (1.0 - mix) * onehot[has] + mix * dist[has].astype(np.float32)
     return out
 
 

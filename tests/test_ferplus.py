@@ -1,0 +1,87 @@
+"""The FER+ crowd's votes, read in FER2013's classes, and the figures vision_eval prints."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.bench.ferplus import HAPPY, NEUTRAL, crowd_metrics, vote_distribution
+from agent.vision.interpreter import available_runtimes
+from tests.conftest import ROOT
+
+# columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF
+VOTES = np.array(
+    [
+        [0, 10, 0, 0, 0, 0, 0, 0, 0, 0],  # a clear smile
+        [4, 6, 0, 0, 0, 0, 0, 0, 0, 0],  # a subtle smile (0.6)
+        [6, 3, 0, 0, 0, 0, 0, 0, 1, 0],  # a subtle smile (a third of the emotion votes)
+        [8, 2, 0, 0, 0, 0, 0, 0, 0, 0],  # neutral with a hint: not subtle (0.2)
+        [0, 0, 0, 0, 3, 0, 0, 7, 0, 0],  # contempt counts as disgust: majority disgust
+        [-1] * 10,  # FER+ has no row
+        [0, 0, 0, 0, 0, 0, 0, 0, 2, 8],  # no emotion vote
+    ]
+)
+
+
+def test_votes_become_shares_of_fer2013_classes() -> None:
+    dist, has = vote_distribution(VOTES)
+    assert has.tolist() == [True, True, True, True, True, False, False]
+    np.testing.assert_allclose(dist[has].sum(axis=1), 1.0)
+    assert dist[0, HAPPY] == 1.0
+    np.testing.assert_allclose(dist[2, [HAPPY, NEUTRAL]], [1 / 3, 2 / 3])  # "unknown" left out
+    np.testing.assert_allclose(dist[4, [0, 1]], [0.3, 0.7])  # anger, disgust (+ contempt)
+    assert not dist[5:].any()
+    with pytest.raises(ValueError, match=r"\(N, 10\)"):
+        vote_distribution(np.zeros((3, 4)))
+
+
+def test_crowd_metrics_count_subtle_smiles_and_the_majority() -> None:
+    pred = np.array([HAPPY, NEUTRAL, HAPPY, NEUTRAL, 1, 0, 0])
+    m = crowd_metrics(pred, VOTES)
+    assert m["n_with_votes"] == 5
+    assert m["subtle_smiles"] == 2 and m["subtle_smiles_read_happy"] == 0.5
+    assert m["clear_smiles"] == 1 and m["clear_smiles_read_happy"] == 1.0
+    # majorities: happy, happy, neutral, neutral, disgust
+    assert m["ferplus_majority_accuracy"] == pytest.approx(3 / 5)
+    assert m["neutral_predicted_share"] == pytest.approx(2 / 5)
+    with pytest.raises(ValueError, match="predictions"):
+        crowd_metrics(pred[:3], VOTES)
+    with pytest.raises(ValueError, match="no image"):
+        crowd_metrics(pred[5:], VOTES[5:])
+
+
+@pytest.mark.skipif(not available_runtimes(), reason="no TFLite runtime installed")
+def test_vision_eval_reports_the_crowd_figures_from_the_votes_beside_the_crops(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(0)
+    n = 40
+    npz = tmp_path / "mini.npz"
+    np.savez(
+        npz,
+        x_public=rng.integers(0, 256, (n, 48, 48), dtype=np.uint8),
+        y_public=rng.integers(0, 7, n),
+        ferplus_public=rng.integers(0, 6, (n, 10)),
+    )
+    out = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "agent.bench.vision_eval", "--npz", str(npz), "--repeats", "2",
+           "--model", "emotion_vgg48_int8.tflite", "--runtime", available_runtimes()[0],
+           "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "subtle smiles read happy" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["votes"] == "ferplus_public"
+    (r,) = report["runtimes"].values()
+    crowd = r["emotion_vgg48_int8.tflite"]["crowd"]
+    assert crowd["n_with_votes"] == n
+    assert 0.0 <= crowd["ferplus_majority_accuracy"] <= 1.0
+    # a missing votes array named on the command line is refused, not ignored
+    bad = subprocess.run([*cmd, "--votes", "nope"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and "no array 'nope'" in bad.stderr
