@@ -67,6 +67,7 @@ def test_vision_eval_reports_the_crowd_figures_from_the_votes_beside_the_crops(
         x_public=rng.integers(0, 256, (n, 48, 48), dtype=np.uint8),
         y_public=rng.integers(0, 7, n),
         ferplus_public=rng.integers(0, 6, (n, 10)),
+        ferplus_train=rng.integers(0, 6, (n + 5, 10)),
     )
     out = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "agent.bench.vision_eval", "--npz", str(npz), "--repeats", "2",
@@ -85,3 +86,8 @@ def test_vision_eval_reports_the_crowd_figures_from_the_votes_beside_the_crops(
     bad = subprocess.run([*cmd, "--votes", "nope"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)  # fmt: skip
     assert bad.returncode == 2 and "no array 'nope'" in bad.stderr
+    # votes for other crops (another split), or not votes at all, are refused, not misread
+    for key in ("ferplus_train", "y_public"):
+        wrong = subprocess.run([*cmd, "--votes", key], cwd=ROOT, capture_output=True,
+                               text=True, timeout=300)  # fmt: skip
+        assert wrong.returncode == 2 and "not FER+ votes for the 40 crops" in wrong.stderr

@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.votes and votes is None:
         print(f"{args.npz}: no array {args.votes!r}", file=sys.stderr)
         return 2
+    if votes is not None and votes.shape != (len(y), 10):
+        print(f"{args.npz}: {votes_key} is {votes.shape}, not FER+ votes for the {len(y)} crops "
+              f"({len(y)}, 10)", file=sys.stderr)  # fmt: skip
+        return 2
     if args.limit and args.limit < len(y):
         idx, y = subsample(np.arange(len(y)), y, args.limit)
         x, votes = x[idx], None if votes is None else votes[idx]
