@@ -49,8 +49,9 @@ AVAILABILITY = "emotion-agent/testdev/availability"
 @pytest.fixture
 def crashing_broker(tmp_path: Path) -> Iterator[Broker]:
     """A broker that saves its state after every change (autosave_on_changes), so a SIGKILL
-    loses no message it has acknowledged: what this test measures is the agent, not how much
-    a broker forgets between autosaves."""
+    loses nothing it has saved; the kill itself waits until the broker holds nothing
+    acknowledged and unsaved (`_kill_with_nothing_unsaved`): what these tests measure is
+    the agent, not how much a broker forgets between PUBACK and autosave."""
     b = Broker(tmp_path, extra_conf="autosave_on_changes true\nautosave_interval 1\n")
     b.start()
     yield b
