@@ -112,6 +112,13 @@ def environment(threads: int) -> dict[str, Any]:
     }
 
 
+def _share_of(crowd: dict[str, Any], kind: str) -> str:
+    """crowd_metrics' share of `kind` (subtle_smiles, clear_smiles) read as happy and of how
+    many, e.g. "33.3% of 183"; "-" where there were none."""
+    share = crowd[f"{kind}_read_happy"]
+    return "-" if share is None else f"{share:.1%} of {crowd[kind]}"
+
+
 def print_report(report: dict[str, Any]) -> None:
     env = report["environment"]
     print(
@@ -143,12 +150,9 @@ def print_report(report: dict[str, Any]) -> None:
             print("|---|---|---|---|---|")
             for name in crowd:
                 c = r[name]["crowd"]
-                subtle, clear = (
-                    "-" if c[f"{k}_read_happy"] is None else f"{c[f'{k}_read_happy']:.1%} of {c[k]}"
-                    for k in ("subtle_smiles", "clear_smiles")
-                )
                 print(
-                    f"| {name} | {c['ferplus_majority_accuracy']:.2%} | {subtle} | {clear} | "
+                    f"| {name} | {c['ferplus_majority_accuracy']:.2%} | "
+                    f"{_share_of(c, 'subtle_smiles')} | {_share_of(c, 'clear_smiles')} | "
                     f"{c['neutral_predicted_share']:.1%} |"
                 )
         if "agreement_int8_vs_float" in r:
