@@ -91,3 +91,15 @@ def test_vision_eval_reports_the_crowd_figures_from_the_votes_beside_the_crops(
         wrong = subprocess.run([*cmd, "--votes", key], cwd=ROOT, capture_output=True,
                                text=True, timeout=300)  # fmt: skip
         assert wrong.returncode == 2 and "not FER+ votes for the 40 crops" in wrong.stderr
+
+
+def test_crowd_smile_labels_trust_the_crowd_for_smiles_only() -> None:
+    from agent.bench.ferplus import crowd_smile_labels
+
+    labels = np.array([NEUTRAL, 0, NEUTRAL, NEUTRAL, 0, NEUTRAL, 2])
+    # the crowd's plurality is happy for rows 0 and 1 only; rows 5 and 6 have no votes
+    assert crowd_smile_labels(labels, VOTES).tolist() == [HAPPY, HAPPY, *labels[2:].tolist()]
+    happy = np.full(7, HAPPY)  # a face labelled happy stays happy whatever the crowd says
+    assert crowd_smile_labels(happy, VOTES).tolist() == happy.tolist()
+    with pytest.raises(ValueError, match="labels for"):
+        crowd_smile_labels(labels[:3], VOTES)
