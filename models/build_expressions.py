@@ -311,9 +311,8 @@ def build_smiles(out: Path, fer2013: Path, flip_average: bool = False) -> list[d
         "this_model": this,
     }
     print(f"{VGG48_NAME}: refitted head, int8 {this['accuracy']:.4f}; {json.dumps(info)}")
-    fields = {k: v for k, v in entry.items() if k not in ("file", "sha256", "bytes", "input")}
-    fields.pop("outputs", None)
-    fields.pop("inference", None)
+    measured_anew = ("file", "sha256", "bytes", "input", "outputs", "inference")
+    fields = {k: v for k, v in entry.items() if k not in measured_anew}
     fields["source"] = {
         **entry["source"],
         "data": entry["source"]["data"]

@@ -187,8 +187,8 @@ def refit(base: Path, out: Path, fer2013: Path) -> dict[str, Any]:
         (head.bias_scales, bias_scales),
     ):
         data = patch(data, old, new)
+    float_public = (features(base, x_public) @ w.T + b).argmax(axis=1)  # before out overwrites
     out.write_bytes(data)
-    float_public = (features(base, x_public) @ w.T + b).argmax(axis=1)
     return {
         "float_public_pred": float_public,
         "base_sha256": hashlib.sha256(original).hexdigest(),
