@@ -76,6 +76,7 @@ def test_vision_eval_reports_the_crowd_figures_from_the_votes_beside_the_crops(
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "subtle smiles read happy" in proc.stdout
+    assert "read as happy without being happy" in proc.stdout
     report = json.loads(out.read_text())
     assert report["votes"] == "ferplus_public"
     (r,) = report["runtimes"].values()
@@ -103,3 +104,19 @@ def test_crowd_smile_labels_trust_the_crowd_for_smiles_only() -> None:
     assert crowd_smile_labels(happy, VOTES).tolist() == happy.tolist()
     with pytest.raises(ValueError, match="labels for"):
         crowd_smile_labels(labels[:3], VOTES)
+
+
+def test_happy_readings_say_what_reading_smiles_costs() -> None:
+    from agent.bench.vision_eval import happy_readings
+
+    c = np.zeros((7, 7), int)
+    c[HAPPY, HAPPY] = 8
+    c[2, HAPPY] = 2  # fear read as happy: negative
+    c[2, 2] = 8
+    c[NEUTRAL, HAPPY] = 1
+    c[NEUTRAL, NEUTRAL] = 9
+    h = happy_readings(c.tolist())
+    assert h["happy_precision"] == pytest.approx(8 / 11, abs=1e-4)
+    assert h["non_happy_read_happy"] == pytest.approx(3 / 20)
+    assert h["negative_read_happy"] == pytest.approx(2 / 10)
+    assert happy_readings(np.zeros((7, 7), int).tolist())["happy_precision"] is None

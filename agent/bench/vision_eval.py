@@ -15,6 +15,8 @@ Where the file holds the FER+ crowd's votes for the same crops (`ferplus_public`
 `x_public`, or --votes), it also reports how each model reads what the crowd saw
 (agent/bench/ferplus.py): agreement with the crowd's majority, and the share of subtle
 smiles (30-70 % of votes for happiness) read as happy, next to how often it says neutral.
+What reading more smiles costs is printed for every model: the shares of non-happy and of
+negative faces (angry, disgust, fear, sad) read as happy, and happy's precision.
 
 Speed depends on the machine and on OPENBLAS/thread settings: quote the printed header
 (machine, runtime versions, threads) with any number taken from here.
@@ -85,6 +87,7 @@ def bench_runtime(
             "macro_f1": m["macro_f1"],
             "per_class_recall": m["per_class_recall"],
             "confusion": m["confusion"],
+            "happy": happy_readings(m["confusion"]),
             "ms_per_face_end_to_end": ms,
             "ms_invoke": invoke_ms(model, repeats),
         }
@@ -99,6 +102,29 @@ def bench_runtime(
             model = load_model(directory / name, runtime=runtime, num_threads=threads)
             result[name] = {"ms_invoke": invoke_ms(model, repeats)}
     return result
+
+
+NEGATIVE = ("angry", "disgust", "fear", "sad")
+"""The classes of negative valence: read as happy, they flip what the agent says."""
+
+
+def happy_readings(confusion: list[list[int]]) -> dict[str, float | None]:
+    """What saying happy costs, from a confusion matrix (rows true, columns predicted, in
+    EXPRESSIONS order): the share of faces read as happy that are labelled happy, and the
+    shares of non-happy and of negative faces (NEGATIVE) read as happy."""
+    c = np.asarray(confusion, dtype=np.float64)
+    happy = EXPRESSIONS.index("happy")
+    negative = [EXPRESSIONS.index(k) for k in NEGATIVE]
+    others = [i for i in range(len(EXPRESSIONS)) if i != happy]
+
+    def share(num: float, den: float) -> float | None:
+        return round(num / den, 4) if den else None
+
+    return {
+        "happy_precision": share(c[happy, happy], c[:, happy].sum()),
+        "non_happy_read_happy": share(c[others, happy].sum(), c[others].sum()),
+        "negative_read_happy": share(c[negative, happy].sum(), c[negative].sum()),
+    }
 
 
 def environment(threads: int) -> dict[str, Any]:
@@ -142,6 +168,18 @@ def print_report(report: dict[str, Any]) -> None:
         for label in next(iter(r[n] for n in r["models"]))["per_class_recall"]:
             cells = " / ".join(f"{r[n]['per_class_recall'][label]:.1%}" for n in r["models"])
             print(f"- {label}: {cells}")
+        print("\nread as happy without being happy (the price of reading smiles):")
+        for name in r["models"]:
+            h = r[name]["happy"]
+            cells = [
+                f"{k} {'-' if h[key] is None else f'{h[key]:.1%}'}"
+                for k, key in (
+                    ("non-happy", "non_happy_read_happy"),
+                    ("negative", "negative_read_happy"),
+                    ("happy precision", "happy_precision"),
+                )
+            ]
+            print(f"- {name}: " + ", ".join(cells))
         crowd = [n for n in r["models"] if "crowd" in r[n]]
         if crowd:
             neutral = report["label_shares"]["neutral"]
