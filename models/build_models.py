@@ -20,7 +20,7 @@ dependency of the agent; then the `smiles` step refits its last layer without Te
     /work/tfvenv/bin/python models/build_models.py vgg48 \\
         --fer2013 ../shared/data/fer2013/fer2013_train_public.npz --ckpt /work/ckpt/expr2
     python models/build_models.py smiles \\
-        --fer2013 ../shared/data/fer2013/fer2013_train_public.npz
+        --fer2013 ../shared/data/fer2013/fer2013_train_public.npz [--base BASE.tflite]
     python models/build_models.py calibrate \\
         --fer2013 ../shared/data/fer2013/fer2013_train_public.npz
     python models/build_models.py check
@@ -222,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", action="store_true", help="vgg48: train or resume before export")
     p.add_argument("--epochs", type=int, default=None, help="vgg48: schedule length (default 70)")
     p.add_argument(
+        "--base",
+        type=Path,
+        help="smiles: the vgg48 base to refit where models.json records a refit already "
+        "(its sha256 must be the recorded base_sha256)",
+    )
+    p.add_argument(
         "--model",
         action="append",
         default=[],
@@ -298,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "smiles":
         if not args.fer2013:
             p.error("the smiles step needs --fer2013 PATH/fer2013_train_public.npz")
-        entries += build_smiles(args.out, args.fer2013, VGG48_NAME in args.flip_average)
+        entries += build_smiles(args.out, args.fer2013, VGG48_NAME in args.flip_average, args.base)
     if args.out.resolve() == HERE:
         write_manifest(entries)
     return 0

@@ -1,7 +1,8 @@
 """Refit the last layer of an int8 expression model on its own frozen features, in place.
 
-A build-time step (`python models/build_models.py smiles --fer2013 PATH`), needing only the
-agent's runtime, numpy and scipy (no TensorFlow). Why: the features of the trained vgg48
+A build-time step (`python models/build_models.py smiles --fer2013 PATH`), needing
+ai-edge-litert (`pip install -e ".[litert]"`: it reads the features), numpy and scipy, and
+no TensorFlow. Why: the features of the trained vgg48
 already tell subtle smiles apart, but FER2013's labels call most of them neutral or
 something else, so the last layer learned to as well (agent/bench/ferplus.py,
 `crowd_smile_labels`). Refitting that one layer with the crowd's word on smiles costs
@@ -12,14 +13,19 @@ minutes, where retraining the network costs hours.
    FULLY_CONNECTED op (the global average pool, int8, dequantized).
 2. Fit: multinomial logistic regression (L-BFGS from the shipped weights) with the
    training recipe's own targets, label smoothing and class weights
-   (models/train_expressions.py), on `crowd_smile_labels`; L2 `LAMBDA`. Training faces
-   only: PublicTest is never fitted on.
+   (models/train_expressions.py; the weights from the FER2013 label counts, as in
+   training, each face weighted by the class it is now labelled), on
+   `crowd_smile_labels`; L2 `LAMBDA`. Training faces only: PublicTest is never fitted on.
 3. Requantize as TFLite does (per output channel: weight scale max|w| / 127, bias scale
    feature scale x weight scale) and write the new weights, bias and their scales over the
    old ones in a copy of the file. Every other byte is unchanged: same graph, same op set,
-   same size, same output quantization.
+   same size, same output quantization. The output's int8 range was set for the old
+   layer, so a refitted logit beyond it is clipped: how many faces that touches is
+   recorded (`logits_clipped`), since a clipped top logit only lowers a confident face's
+   probability, not its class, unless two clip together.
 
-Deterministic: the same input file and data give the same output file.
+Deterministic: the same input file, data and package versions (recorded) give the same
+output file.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class Head:
     weight_q: np.ndarray  # (classes, features) int8
     bias_scales: np.ndarray  # (classes,) float32, as stored
     bias_q: np.ndarray  # (classes,) int32
+    logit_range: tuple[float, float]  # what the layer's int8 output can hold
 
     @property
     def w(self) -> np.ndarray:
@@ -86,6 +93,8 @@ def find_head(it: Any) -> Head:
         raise ValueError(f"expected one FULLY_CONNECTED op, found {len(fcs)}")
     feature, weight, bias = (int(i) for i in fcs[0]["inputs"])
     details = {d["index"]: d for d in it.get_tensor_details()}
+    oq = details[int(fcs[0]["outputs"][0])]["quantization_parameters"]
+    o_scale, o_zero = float(oq["scales"][0]), int(oq["zero_points"][0])
     fq = details[feature]["quantization_parameters"]
     wq = details[weight]["quantization_parameters"]
     bq = details[bias]["quantization_parameters"]
@@ -99,6 +108,7 @@ def find_head(it: Any) -> Head:
         it.get_tensor(weight).copy(),
         np.asarray(bq["scales"], np.float32),
         it.get_tensor(bias).copy(),
+        ((-128 - o_zero) * o_scale, (127 - o_zero) * o_scale),
     )
 
 
@@ -121,8 +131,9 @@ def features(path: Path, faces: np.ndarray) -> np.ndarray:
 
 def fit_head(
     feats: np.ndarray, targets: np.ndarray, weights: np.ndarray, w0: np.ndarray, b0: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted soft-target cross-entropy + LAMBDA * |W|^2, by L-BFGS from (w0, b0)."""
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Weighted soft-target cross-entropy + LAMBDA * |W|^2, by L-BFGS from (w0, b0):
+    weights, bias, and whether and in how many iterations it converged."""
     from scipy.optimize import minimize
 
     k, n = w0.shape[0], len(feats)
@@ -139,7 +150,8 @@ def fit_head(
 
     theta0 = np.concatenate([w0.ravel(), b0])
     res = minimize(loss_grad, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 500})
-    return res.x[: w0.size].reshape(w0.shape), res.x[w0.size :]
+    fit = {"converged": bool(res.success), "iterations": int(res.nit)}
+    return res.x[: w0.size].reshape(w0.shape), res.x[w0.size :], fit
 
 
 def quantize(head: Head, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -155,9 +167,17 @@ def quantize(head: Head, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]
 def patch(model: bytes, old: np.ndarray, new: np.ndarray) -> bytes:
     """`model` with the one occurrence of `old`'s bytes replaced by `new`'s."""
     a, b = old.tobytes(), new.astype(old.dtype).tobytes()
+    if len(a) != len(b):
+        raise ValueError(f"new {old.dtype} buffer is {len(b)} bytes, the old one {len(a)}")
     if model.count(a) != 1:
         raise ValueError(f"the layer's {old.dtype} buffer occurs {model.count(a)} times")
     return model.replace(a, b)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("ai-edge-litert", "numpy", "scipy")}
 
 
 def refit(base: Path, out: Path, fer2013: Path) -> dict[str, Any]:
@@ -177,7 +197,9 @@ def refit(base: Path, out: Path, fer2013: Path) -> dict[str, Any]:
     original = base.read_bytes()
     head = find_head(_interpreter(base))
     feats = features(base, x)
-    w, b = fit_head(feats, targets.astype(np.float64), weights.astype(np.float64), head.w, head.b)
+    w, b, fit = fit_head(
+        feats, targets.astype(np.float64), weights.astype(np.float64), head.w, head.b
+    )
     wq, bq, scales, bias_scales = quantize(head, w, b)
     data = original
     for old, new in (
@@ -187,10 +209,15 @@ def refit(base: Path, out: Path, fer2013: Path) -> dict[str, Any]:
         (head.bias_scales, bias_scales),
     ):
         data = patch(data, old, new)
-    float_public = (features(base, x_public) @ w.T + b).argmax(axis=1)  # before out overwrites
+    public_logits = features(base, x_public) @ w.T + b  # read before `out` overwrites
     out.write_bytes(data)
+    lo, hi = head.logit_range
+
+    def clipped(logits: np.ndarray) -> float:
+        return round(float(np.mean(((logits < lo) | (logits > hi)).any(axis=1))), 4)
+
     return {
-        "float_public_pred": float_public,
+        "float_public_pred": public_logits.argmax(axis=1),
         "base_sha256": hashlib.sha256(original).hexdigest(),
         "relabelled_happy": int(np.sum(labels != y)),
         "training_faces": len(y),
@@ -198,6 +225,15 @@ def refit(base: Path, out: Path, fer2013: Path) -> dict[str, Any]:
         "label_smoothing": LABEL_SMOOTHING,
         "ferplus_mix": FERPLUS_MIX,
         "class_weight_power": CLASS_WEIGHT_POWER,
+        "labels": "FER2013 labels; faces whose FER+ crowd plurality is happy labelled happy "
+        "(agent/bench/ferplus.py crowd_smile_labels)",
+        "fit": fit,
+        "logits_clipped": {
+            "output_range": [round(lo, 4), round(hi, 4)],
+            "training_faces": clipped(feats @ w.T + b),
+            "public_faces": clipped(public_logits),
+        },
+        "versions": _versions(),
         "train_accuracy_vs_new_labels": round(
             float(np.mean((feats @ w.T + b).argmax(axis=1) == labels)), 4
         ),

@@ -104,6 +104,9 @@ def test_crowd_smile_labels_trust_the_crowd_for_smiles_only() -> None:
     assert crowd_smile_labels(happy, VOTES).tolist() == happy.tolist()
     with pytest.raises(ValueError, match="labels for"):
         crowd_smile_labels(labels[:3], VOTES)
+    # ties go to the class first in FER2013 order: happy beats neutral, anger beats happy
+    ties = np.array([[5, 5, 0, 0, 0, 0, 0, 0, 0, 0], [0, 5, 0, 0, 5, 0, 0, 0, 0, 0]])
+    assert crowd_smile_labels(np.array([NEUTRAL, NEUTRAL]), ties).tolist() == [HAPPY, NEUTRAL]
 
 
 def test_happy_readings_say_what_reading_smiles_costs() -> None:

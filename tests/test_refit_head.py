@@ -46,6 +46,9 @@ def test_refit_changes_only_the_last_layer_and_the_file_computes_it(tmp_path, da
     info = refit_head.refit(BASE, out, data)
     assert info["relabelled_happy"] == sum(1 for i in range(20) if i % 7 != 3)
     assert len(info.pop("float_public_pred")) == 10
+    assert info["fit"]["iterations"] > 0 and set(info["versions"]) >= {"ai-edge-litert", "numpy"}
+    lo, hi = info["logits_clipped"]["output_range"]
+    assert lo < 0 < hi and 0 <= info["logits_clipped"]["training_faces"] <= 1
 
     old, new = BASE.read_bytes(), out.read_bytes()
     assert len(old) == len(new)
@@ -80,8 +83,10 @@ def test_refit_is_deterministic(tmp_path, data) -> None:
     assert a.read_bytes() == b.read_bytes()
 
 
-def test_patch_refuses_a_buffer_that_is_not_there_once() -> None:
+def test_patch_refuses_a_buffer_that_is_not_there_once_or_a_new_size() -> None:
     with pytest.raises(ValueError, match="occurs 0 times"):
         refit_head.patch(b"abc", np.array([9, 9], np.int8), np.array([1, 1], np.int8))
     with pytest.raises(ValueError, match="occurs 2 times"):
         refit_head.patch(b"xyxy", np.frombuffer(b"xy", np.int8), np.zeros(2, np.int8))
+    with pytest.raises(ValueError, match="4 bytes, the old one 28"):
+        refit_head.patch(b"x" * 40, np.zeros(7, np.float32), np.zeros(1, np.float32))

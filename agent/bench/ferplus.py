@@ -92,6 +92,10 @@ def crowd_smile_labels(labels: np.ndarray, votes: np.ndarray) -> np.ndarray:
     crowd's plurality says happy for 1,443 of them. A model trained on those labels learns
     that a closed-mouth smile is not happy. This trusts the crowd for smiles, in one
     direction: faces labelled happy keep their label (946 Training faces change).
+
+    Plurality is the most-voted class, a tie going to the class first in FER2013's order:
+    happy wins its ties with sad, surprise and neutral (115 of the 946) and loses those with
+    angry, disgust and fear (41 Training faces stay as labelled).
     """
     out = np.asarray(labels, dtype=np.int64).copy()
     dist, has = vote_distribution(votes)

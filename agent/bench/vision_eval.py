@@ -118,7 +118,7 @@ def happy_readings(confusion: list[list[int]]) -> dict[str, float | None]:
     others = [i for i in range(len(EXPRESSIONS)) if i != happy]
 
     def share(num: float, den: float) -> float | None:
-        return round(num / den, 4) if den else None
+        return float(num / den) if den else None
 
     return {
         "happy_precision": share(c[happy, happy], c[:, happy].sum()),
