@@ -169,10 +169,11 @@ CROP_RAISE = 0.0
 Zero, measured: centred on BlazeFace's box, the crop puts the eyes higher (0.316 of the side
 from the top, 0.356 of it apart) than FER2013's own crops do (0.385, 0.367). Moving the
 window up to match (margin 0.17, raise 0.07, fitted on FER2013 Training) read PublicTest
-through this path no better (68.69 % against 68.60 %) and read fewer subtle smiles as happy
-(38.1 % against 42.0 %), so it was not adopted: the models learned with shifted and scaled
-crops and do not need it. Reproduce: `python -m agent.bench.framing --npz
-../shared/data/fer2013/fer2013_train_public.npz --framing 0.2,0 --framing 0.17,0.07`.
+through this path no better with the vgg48 of the time (68.69 % against 68.60 %) and read
+fewer subtle smiles as happy (38.1 % against 42.0 %), so it was not adopted: the models
+learned with shifted and scaled crops and do not need it. Reproduce: `python -m
+agent.bench.framing --npz ../shared/data/fer2013/fer2013_train_public.npz --framing 0.2,0
+--framing 0.17,0.07`.
 """
 
 
