@@ -43,6 +43,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from agent.bench.ferplus import crowd_smile_labels  # noqa: E402
 from agent.vision.expressions import EXPRESSIONS, preprocess  # noqa: E402
+from agent.vision.interpreter import dequantize, quantize  # noqa: E402
 
 LAMBDA = 1e-4
 """L2 weight on the layer's weights (mean loss per face); fixed before any result."""
@@ -117,15 +118,13 @@ def features(path: Path, faces: np.ndarray) -> np.ndarray:
     it = _interpreter(path)
     head = find_head(it)
     inp = it.get_input_details()[0]
-    scale, zero = inp["quantization"]
+    pooled = next(d for d in it.get_tensor_details() if d["index"] == head.feature)
     x = preprocess(faces, tuple(inp["shape"][1:3]))
     out = np.empty((len(x), head.weight_q.shape[1]), np.float32)
     for i in range(len(x)):
-        q = np.clip(np.rint(x[i : i + 1] / scale + zero), -128, 127).astype(np.int8)
-        it.set_tensor(inp["index"], q)
+        it.set_tensor(inp["index"], quantize(x[i : i + 1], inp))  # as the agent quantizes
         it.invoke()
-        f = it.get_tensor(head.feature).reshape(-1).astype(np.float32)
-        out[i] = (f - head.feature_zero) * head.feature_scale
+        out[i] = dequantize(it.get_tensor(head.feature), pooled).reshape(-1)
     return out
 
 
@@ -154,7 +153,7 @@ def fit_head(
     return res.x[: w0.size].reshape(w0.shape), res.x[w0.size :], fit
 
 
-def quantize(head: Head, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
+def requantize_layer(head: Head, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
     """int8 weights, int32 bias and their new scales, per output channel as TFLite does:
     weight scale max|w| / 127, bias scale feature scale x weight scale."""
     scales = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127.0
@@ -200,7 +199,7 @@ def refit(base: Path, out: Path, fer2013: Path) -> dict[str, Any]:
     w, b, fit = fit_head(
         feats, targets.astype(np.float64), weights.astype(np.float64), head.w, head.b
     )
-    wq, bq, scales, bias_scales = quantize(head, w, b)
+    wq, bq, scales, bias_scales = requantize_layer(head, w, b)
     data = original
     for old, new in (
         (head.weight_q, wq),

@@ -78,7 +78,7 @@ GOAL_RATIO = 10.0
 GOAL_MS = 5.0
 ACCURACY_NOTE = (
     "accuracy (FER2013 PublicTest, models/MODELS.md): our int8 vgg48 70.24 % with "
-    "ai-edge-litert and with tflite-runtime; fer's Keras mini-Xception .hdf5 65.42 % "
+    "ai-edge-litert, 70.21 % with tflite-runtime; fer's Keras mini-Xception .hdf5 65.42 % "
     "(64.0 % as our int8 conversion). fer's own quantized .tflite was not evaluated here."
 )
 THREAD_ENV = (
