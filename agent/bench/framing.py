@@ -132,8 +132,9 @@ def run(
     if not found:
         raise ValueError("BlazeFace found no face in any crop")
     idx = np.array(found)
-    native_eyes = np.array([to_native(eye_geometry(f)[0], side) for f in faces])
-    native_dist = np.array([eye_geometry(f)[2] / UPSCALE / side for f in faces])
+    eyes = [eye_geometry(f) for f in faces]  # midpoint, axis, distance, angle in frame px
+    native_eyes = np.array([to_native(mid, side) for mid, _, _, _ in eyes])
+    native_dist = np.array([dist / UPSCALE / side for _, _, dist, _ in eyes])
     margin, raise_ = fit_framing(native_eyes, native_dist, faces)
     geometry: dict[str, Any] = {
         "native": {
@@ -146,10 +147,10 @@ def run(
     scores = {"native": _scores(classifier.predict(list(x[idx])).argmax(1), y[idx], sub_votes)}
     for m, r in framings:
         name = f"live margin {m:g} raise {r:g}"
-        eyes = [eyes_in_crop(f, m, r) for f in faces]
+        in_crop = [eyes_in_crop(f, m, r) for f in faces]
         geometry[name] = {
-            "eyes_xy": np.mean([e for e, _ in eyes], 0).round(3).tolist(),
-            "eye_distance": round(float(np.mean([d for _, d in eyes])), 3),
+            "eyes_xy": np.mean([e for e, _ in in_crop], 0).round(3).tolist(),
+            "eye_distance": round(float(np.mean([d for _, d in in_crop])), 3),
         }
         crops = [
             align_face(fr, f, size, m, r, gray=fr) for fr, f in zip(frames, faces, strict=True)
