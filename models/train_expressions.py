@@ -19,7 +19,14 @@ choosing the epoch. An earlier copy of the Training split was heavily blurred, a
 first vgg48 learned behind a fixed Gaussian input blur (`input_blur`, sigma 3.4 px:
 MIRROR_PAD + two CONV_2D with constant Gaussian taps); the config of a run keeps that key,
 so old checkpoints still export as they were trained. With the sharp split, new runs use
-no blur.
+no blur. `--labels crowd_smiles` teaches every face the FER+ crowd's plurality calls happy
+as happy (agent/bench/ferplus.py `crowd_smile_labels`: FER2013's labeller called most
+closed-mouth smiles neutral); class weights still come from FER2013's label counts.
+
+Fine-tuning: `--init INT8.tflite` starts from an int8 vgg48's weights, dequantized with
+BatchNorm folded in (the run's config then says "batchnorm": false, and records the file's
+sha256), instead of at random; with `--lr`, `--warmup`, `--epochs` for a short schedule
+and `--select last` to keep the last epoch rather than pick one on PublicTest.
 
 Network: models/vgg48.py (the same definition builds, exports and fine-tunes it).
 
@@ -27,7 +34,8 @@ Recipe: Adam with decoupled weight decay, linear warm-up then cosine decay, batc
 label smoothing, class weights (inverse class frequency to the power 0.5: disgust has 436
 of 28,709 images), and on-the-fly augmentation: horizontal flip, rotation, scale and
 shift (one affine warp), brightness and contrast, random erasing. After every epoch the
-float model is scored on PublicTest; the best epoch by accuracy is kept. PublicTest is
+float model is scored on PublicTest (accuracy, macro-F1, subtle smiles read happy,
+negative faces read happy); the best epoch by accuracy is kept. PublicTest is
 the only split read for selection; nothing else is ever touched.
 
 Checkpoints (model, optimizer and epoch, plus the best weights) go to --ckpt, outside
@@ -63,15 +71,18 @@ from vgg48 import (  # noqa: E402
     SIZE,
     build_model,
     inference_model,
+    load_int8_weights,
     public_inputs,
 )
 
-from agent.bench.ferplus import vote_distribution  # noqa: E402
+from agent.bench.ferplus import crowd_metrics, crowd_smile_labels, vote_distribution  # noqa: E402
+from agent.bench.vision_eval import happy_readings  # noqa: E402
 from agent.vision.expressions import (  # noqa: E402
     EXPRESSIONS,
     classification_metrics,
     preprocess,
 )
+from agent.vision.interpreter import sha256_of  # noqa: E402
 
 
 def seed_everything(seed: int) -> None:
@@ -98,10 +109,11 @@ def ferplus_targets(votes: np.ndarray, labels: np.ndarray, mix: float) -> np.nda
     return out
 
 
-def load_ferplus(path: Path) -> np.ndarray:
-    """FER+ votes for the Training images, (N, 10); all -1 where FER+ has none."""
+def load_ferplus(path: Path, key: str = "ferplus_train") -> np.ndarray:
+    """FER+ votes for the Training (or with key "ferplus_public" the PublicTest) images,
+    (N, 10); all -1 where FER+ has none."""
     with np.load(path) as d:
-        return d["ferplus_train"].astype(np.int64)
+        return d[key].astype(np.int64)
 
 
 def load_fer2013(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -195,9 +207,26 @@ def make_optimizer(cfg: dict[str, Any], steps_per_epoch: int, epochs: int) -> An
     return opt
 
 
-def public_metrics(model: Any, x_pub: np.ndarray, y_pub: np.ndarray) -> dict[str, Any]:
-    prob = model.predict(x_pub, batch_size=256, verbose=0)
-    return classification_metrics(y_pub, prob.argmax(axis=1))
+def init_file(args: argparse.Namespace, init: dict[str, str]) -> Path:
+    """The int8 file a fine-tune starts from: --init, checked against the sha256 its run
+    recorded (a run restarted from scratch must start from the same weights)."""
+    path = getattr(args, "init", None) or HERE / init["file"]
+    if sha256_of(path) != init["sha256"]:
+        sys.exit(f"{path} is not the file this run started from (sha256 {init['sha256'][:12]}...)")
+    return path
+
+
+def public_metrics(
+    model: Any, x_pub: np.ndarray, y_pub: np.ndarray, votes: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Classification metrics; with the FER+ votes also how it reads smiles (crowd) and
+    what reading them costs (happy)."""
+    pred = model.predict(x_pub, batch_size=256, verbose=0).argmax(axis=1)
+    m = classification_metrics(y_pub, pred)
+    if votes is not None:
+        m["crowd"] = crowd_metrics(pred, votes)
+        m["happy"] = happy_readings(m["confusion"])
+    return m
 
 
 def train(args: argparse.Namespace) -> int:
@@ -222,6 +251,12 @@ def train(args: argparse.Namespace) -> int:
             cfg["widths"], cfg["stem"] = args.widths, args.widths[0]
         if args.blocks:
             cfg["blocks"] = args.blocks
+        for key in ("lr", "warmup", "labels", "select"):
+            if getattr(args, key, None) is not None:
+                cfg[key] = getattr(args, key)
+        if getattr(args, "init", None):
+            cfg["init"] = {"file": args.init.name, "sha256": sha256_of(args.init)}
+            cfg["batchnorm"] = False
         state = {"config": cfg, "epoch": 0, "best": None, "history": []}
     seed_everything(cfg["seed"])
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -235,6 +270,14 @@ def train(args: argparse.Namespace) -> int:
     steps = len(y_tr) // cfg["batch"]
 
     model = build_model(cfg)
+    if "init" in cfg and not (args.resume and state["epoch"]):
+        init = init_file(args, cfg["init"])
+        load_int8_weights(model, init)
+        m = public_metrics(model, xp, y_pub)
+        print(
+            f"started from {init} ({cfg['init']['sha256'][:12]}...): float PublicTest "
+            f"{m['accuracy']:.4f}"
+        )
     opt = make_optimizer(cfg, steps, cfg["epochs"])
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"])
     model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
@@ -250,9 +293,16 @@ def train(args: argparse.Namespace) -> int:
 
     # The epoch's shuffle and augmentation are seeded by (seed, epoch), so resuming replays
     # the same data order the uninterrupted run would have seen.
-    votes = load_ferplus(args.fer2013) if cfg["ferplus_mix"] else np.zeros((len(y_tr), 10))
-    onehot = ferplus_targets(votes, y_tr, cfg["ferplus_mix"])
-    sw = cw[y_tr]
+    crowd = cfg.get("labels") == "crowd_smiles"
+    votes = (
+        load_ferplus(args.fer2013)
+        if cfg["ferplus_mix"] or crowd
+        else np.zeros((len(y_tr), 10), np.int64)
+    )
+    labels = crowd_smile_labels(y_tr, votes) if crowd else y_tr
+    onehot = ferplus_targets(votes, labels, cfg["ferplus_mix"])
+    sw = cw[labels]  # weights from FER2013's label counts, by the class a face is taught
+    votes_pub = load_ferplus(args.fer2013, "ferplus_public")
 
     def epoch_data(epoch: int) -> Any:
         order = np.random.default_rng([cfg["seed"], epoch]).permutation(len(y_tr))
@@ -267,19 +317,22 @@ def train(args: argparse.Namespace) -> int:
         t0 = time.time()
         hist = model.fit(epoch_data(epoch), epochs=1, verbose=args.verbose)
         train_s = time.time() - t0
-        m = public_metrics(model, xp, y_pub)
+        m = public_metrics(model, xp, y_pub, votes_pub)
         rec = {
             "epoch": epoch + 1,
             "loss": round(float(hist.history["loss"][-1]), 4),
             "train_acc": round(float(hist.history["accuracy"][-1]), 4),
             "public_acc": round(m["accuracy"], 4),
             "public_macro_f1": round(m["macro_f1"], 4),
+            "public_subtle_smiles_happy": m["crowd"]["subtle_smiles_read_happy"],
+            "public_negative_read_happy": round(m["happy"]["negative_read_happy"], 4),
             "lr": float(opt.learning_rate),  # the schedule's value at the last step
             "seconds": round(time.time() - t0, 1),
             "train_seconds": round(train_s, 1),
         }
         state["history"].append(rec)
-        if state["best"] is None or m["accuracy"] > state["best"]["public_acc"]:
+        last = cfg.get("select") == "last"  # a fine-tune keeps its last epoch, chosen by no one
+        if last or state["best"] is None or m["accuracy"] > state["best"]["public_acc"]:
             model.save_weights(str(ckpt_dir / "best.weights.h5"))
             state["best"] = rec
         manager.save()
@@ -289,8 +342,9 @@ def train(args: argparse.Namespace) -> int:
         print(
             f"epoch {epoch + 1}/{cfg['epochs']} {rec['seconds']:.0f}s loss {rec['loss']:.4f} "
             f"train {rec['train_acc']:.4f} public {rec['public_acc']:.4f} "
-            f"F1 {rec['public_macro_f1']:.4f} lr {rec['lr']:.2e} | best {best['public_acc']:.4f} "
-            f"@{best['epoch']}",
+            f"F1 {rec['public_macro_f1']:.4f} subtle smiles {rec['public_subtle_smiles_happy']} "
+            f"negative->happy {rec['public_negative_read_happy']} lr {rec['lr']:.2e} "
+            f"| best {best['public_acc']:.4f} @{best['epoch']}",
             flush=True,
         )
     return 0
@@ -379,6 +433,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--widths", type=int, nargs=4, default=None, help="stage widths")
     p.add_argument("--blocks", type=int, nargs=4, default=None, help="convolutions per stage")
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="INT8.tflite",
+        help="fine-tune: start from this int8 vgg48's weights (BatchNorm folded in) instead "
+        "of at random",
+    )
+    p.add_argument(
+        "--labels",
+        choices=["fer2013", "crowd_smiles"],
+        default=None,
+        help="crowd_smiles: faces the FER+ crowd's plurality calls happy are taught as happy "
+        "(agent/bench/ferplus.py crowd_smile_labels); default fer2013",
+    )
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up epochs (default 2)")
+    p.add_argument(
+        "--select",
+        choices=["public_acc", "last"],
+        default=None,
+        help="which epoch is kept: the best on PublicTest (default) or the last",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--verbose", type=int, default=2)
     p.add_argument("--out", type=Path, default=HERE / "emotion_vgg48_int8.tflite")

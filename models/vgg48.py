@@ -18,6 +18,7 @@ x86 8.3 ms vs 1.2 ms per face), so plain 3x3 convolutions ship.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "scale_jitter": [0.85, 1.15],
     "shift_jitter": 0.12,
     "seed": 0,
+    "labels": "fer2013",
+    "select": "public_acc",
 }
 LEGACY_DEFAULTS: dict[str, Any] = {
     "input_blur": 3.4,
@@ -58,18 +61,22 @@ def build_model(cfg: dict[str, Any]) -> Any:
 
     reg = None  # decoupled weight decay lives in the optimizer
 
+    folded = not cfg.get("batchnorm", True)  # fine-tuned from an int8 file: BN folded in
+
     def bn(x: Any) -> Any:
+        if folded:
+            return x
         return layers.BatchNormalization(momentum=0.99, epsilon=1e-3)(x)
 
     inp = keras.Input((*SIZE, 1), name="face")
-    x = layers.Conv2D(cfg["stem"], 3, padding="same", use_bias=False, kernel_regularizer=reg)(inp)
+    x = layers.Conv2D(cfg["stem"], 3, padding="same", use_bias=folded, kernel_regularizer=reg)(inp)
     x = layers.ReLU()(bn(x))
     for stage, (width, count) in enumerate(zip(cfg["widths"], cfg["blocks"], strict=True)):
         if stage:
             x = layers.MaxPooling2D(2)(x)
         for _ in range(count):
             if cfg.get("block", "sep") == "plain":  # a full 3x3 convolution
-                x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+                x = layers.Conv2D(width, 3, padding="same", use_bias=folded)(x)
                 x = layers.ReLU()(bn(x))
                 continue
             y = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
@@ -130,3 +137,25 @@ def public_inputs(cfg: dict[str, Any], x_pub: np.ndarray) -> np.ndarray:
     x = preprocess(x_pub, SIZE)
     sigma = cfg.get("input_blur", 0)
     return blur(x, sigma).numpy() if sigma else x
+
+
+def load_int8_weights(net: Any, path: Path) -> None:
+    """Set a folded vgg48 (config "batchnorm": false) to the weights of an int8 vgg48 file.
+
+    The start of a fine-tune: the float network then reads faces as the int8 file does, up
+    to the int8 rounding of weights and activations (measured by the run's first epoch).
+    """
+    from refit_head import float_layers
+    from tf_keras import layers
+
+    dense = [ly for ly in net.layers if isinstance(ly, layers.Conv2D | layers.Dense)]
+    found = float_layers(path)
+    if len(found) != len(dense):
+        raise ValueError(f"{path.name} has {len(found)} layers, the network {len(dense)}")
+    for layer, (kernel, bias) in zip(dense, found, strict=True):
+        want = [tuple(w.shape) for w in layer.get_weights()]
+        if want != [kernel.shape, bias.shape]:
+            raise ValueError(
+                f"{path.name}: {layer.name} wants {want}, the file has {kernel.shape}, {bias.shape}"
+            )
+        layer.set_weights([kernel, bias])

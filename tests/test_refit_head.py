@@ -90,3 +90,45 @@ def test_patch_refuses_a_buffer_that_is_not_there_once_or_a_new_size() -> None:
         refit_head.patch(b"xyxy", np.frombuffer(b"xy", np.int8), np.zeros(2, np.int8))
     with pytest.raises(ValueError, match="4 bytes, the old one 28"):
         refit_head.patch(b"x" * 40, np.zeros(7, np.float32), np.zeros(1, np.float32))
+
+
+def _conv_same(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """3x3 'same' convolution of (H, W, C) with a Keras-layout kernel (kh, kw, in, out)."""
+    padded = np.pad(x, ((1, 1), (1, 1), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(0, 1))
+    return np.einsum("hwcij,ijco->hwo", windows, kernel) + bias
+
+
+def test_float_layers_compute_what_the_int8_file_computes() -> None:
+    """The weights a fine-tune starts from (models/vgg48.py load_int8_weights): in Keras'
+    layout, they give each layer's output from its input as the int8 file does, up to its
+    rounding; a transposed kernel or a channel order mixed up would not."""
+    layers = refit_head.float_layers(BASE)
+    assert [k.shape for k, _ in layers][:2] == [(3, 3, 1, 24), (3, 3, 24, 24)]
+    assert layers[-1][0].shape == (192, 7) and len(layers) == 10  # 9 convs, dense
+
+    it = refit_head._interpreter(BASE)
+    inp = it.get_input_details()[0]
+    face = np.random.default_rng(1).integers(-128, 128, (1, 48, 48, 1), dtype=np.int8)
+    it.set_tensor(inp["index"], face)
+    it.invoke()
+    details = {d["index"]: d for d in it.get_tensor_details()}
+
+    def real(index: int) -> np.ndarray:
+        q = details[index]["quantization_parameters"]
+        return (it.get_tensor(index).astype(np.float64) - q["zero_points"][0]) * q["scales"][0]
+
+    ops = [op for op in it._get_ops_details() if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED")]
+    for n in (0, 1, 9):  # the stem, a 24-channel conv, the dense layer
+        src, dst = int(ops[n]["inputs"][0]), int(ops[n]["outputs"][0])
+        kernel, bias = layers[n]
+        x = real(src)
+        if n == 9:
+            want = x.reshape(1, -1) @ kernel + bias
+        else:
+            want = np.maximum(_conv_same(x[0], kernel, bias), 0)[None]  # ReLU is fused
+        got = real(dst)
+        step = details[dst]["quantization_parameters"]["scales"][0]
+        err = np.abs(got - want)
+        assert np.quantile(err, 0.99) <= 2 * step, (n, float(err.max()), step)
+        assert np.std(want) > 10 * step  # a layer that computes something
