@@ -245,12 +245,19 @@ def build_vgg48(
                     else ""
                 )
                 + f"3x3 conv stem {cfg['stem']}, stages of 3x3 conv + "
-                f"BN + ReLU with widths {cfg['widths']} and {cfg['blocks']} convs, 2x2 max-pool "
+                + ("ReLU (BatchNorm folded in) " if cfg.get("batchnorm") is False else "BN + ReLU ")
+                + f"with widths {cfg['widths']} and {cfg['blocks']} convs, 2x2 max-pool "
                 "between stages, global average pool, dropout, dense 7, softmax"
             ),
             "parameters": info["parameters"],
             "data": (
                 "FER2013 Training (28,709 images)"
+                + (
+                    ", faces the FER+ crowd's plurality calls happy taught as happy "
+                    "(crowd_smile_labels)"
+                    if cfg.get("labels") == "crowd_smiles"
+                    else ""
+                )
                 + (
                     f", targets mixed {cfg['ferplus_mix']} with the FER+ vote distribution"
                     if cfg.get("ferplus_mix")

@@ -14,6 +14,10 @@ both runtimes. A depthwise-separable variant (`"block": "sep"`, 32-256 wide, ide
 residuals) was tried first: it learned far more slowly in the CPU budget (PublicTest 18 %
 after 3 epochs) and ran slower in int8 than these plain convolutions (tflite-runtime on
 x86 8.3 ms vs 1.2 ms per face), so plain 3x3 convolutions ship.
+
+A fine-tune (`train_expressions.py train --init INT8.tflite`) builds the network with
+BatchNorm already folded into the convolutions' biases (config "batchnorm": false) and
+starts it from the int8 file's weights (`load_int8_weights`).
 """
 
 from __future__ import annotations
