@@ -110,7 +110,7 @@ def test_crowd_smile_labels_trust_the_crowd_for_smiles_only() -> None:
 
 
 def test_happy_readings_say_what_reading_smiles_costs() -> None:
-    from agent.bench.vision_eval import happy_readings
+    from agent.bench.ferplus import happy_readings
 
     c = np.zeros((7, 7), int)
     c[HAPPY, HAPPY] = 8

@@ -84,6 +84,29 @@ def crowd_metrics(predicted: np.ndarray, votes: np.ndarray) -> dict[str, Any]:
     }
 
 
+NEGATIVE = ("angry", "disgust", "fear", "sad")
+"""The classes of negative valence: read as happy, they flip what the agent says."""
+
+
+def happy_readings(confusion: list[list[int]]) -> dict[str, float | None]:
+    """What saying happy costs, from a confusion matrix (rows true, columns predicted, in
+    EXPRESSIONS order): the share of faces read as happy that are labelled happy, and the
+    shares of non-happy and of negative faces (NEGATIVE) read as happy."""
+    c = np.asarray(confusion, dtype=np.float64)
+    happy = EXPRESSIONS.index("happy")
+    negative = [EXPRESSIONS.index(k) for k in NEGATIVE]
+    others = [i for i in range(len(EXPRESSIONS)) if i != happy]
+
+    def share(num: float, den: float) -> float | None:
+        return float(num / den) if den else None
+
+    return {
+        "happy_precision": share(c[happy, happy], c[:, happy].sum()),
+        "non_happy_read_happy": share(c[others, happy].sum(), c[others].sum()),
+        "negative_read_happy": share(c[negative, happy].sum(), c[negative].sum()),
+    }
+
+
 def crowd_smile_labels(labels: np.ndarray, votes: np.ndarray) -> np.ndarray:
     """FER2013 labels, with every face the crowd's plurality calls happy labelled happy.
 
