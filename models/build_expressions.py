@@ -263,7 +263,17 @@ def build_vgg48(
                     if cfg.get("ferplus_mix")
                     else ""
                 )
-                + "; model selection on PublicTest only"
+                + (
+                    f"; fine-tuned from {cfg['init']['file']} (sha256 "
+                    f"{cfg['init']['sha256'][:12]}...)"
+                    if cfg.get("init")
+                    else ""
+                )
+                + (
+                    "; the last epoch kept, PublicTest only measured"
+                    if cfg.get("select") == "last"
+                    else "; model selection on PublicTest only"
+                )
             ),
             "config": cfg,
             "epochs_run": len(hist),
@@ -298,8 +308,7 @@ def build_smiles(
     import numpy as np
     from refit_head import refit
 
-    from agent.bench.ferplus import crowd_metrics
-    from agent.bench.vision_eval import happy_readings
+    from agent.bench.ferplus import crowd_metrics, happy_readings
     from agent.vision.interpreter import sha256_of
 
     path = out / VGG48_NAME

@@ -40,6 +40,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))  # int8_layers.py beside this file
+
+from int8_layers import interpreter  # noqa: E402
 
 from agent.bench.ferplus import crowd_smile_labels  # noqa: E402
 from agent.vision.expressions import EXPRESSIONS, preprocess  # noqa: E402
@@ -76,18 +79,6 @@ class Head:
         return self.bias_q.astype(np.float64) * self.bias_scales
 
 
-def _interpreter(path: Path) -> Any:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(
-        str(path),
-        experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    it.allocate_tensors()
-    return it
-
-
 def find_head(it: Any) -> Head:
     fcs = [op for op in it._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
     if len(fcs) != 1:
@@ -113,39 +104,9 @@ def find_head(it: Any) -> Head:
     )
 
 
-def float_layers(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Every CONV_2D and FULLY_CONNECTED layer of an int8 file in graph order, dequantized
-    into Keras' layout: (kernel (kh, kw, in, out) or (in, out), bias), float32.
-
-    The int8 weights are per output channel with zero point 0 and the int32 bias carries
-    its own per-channel scale, so each value is its integer times its channel's scale.
-    A network fine-tuned from these starts where the int8 file is, BatchNorm folded in.
-    """
-    it = _interpreter(path)
-    details = {d["index"]: d for d in it.get_tensor_details()}
-
-    def real(index: int) -> np.ndarray:
-        q = details[index]["quantization_parameters"]
-        v = it.get_tensor(index).astype(np.float64)
-        scales = np.asarray(q["scales"], np.float64)
-        if np.any(np.asarray(q["zero_points"]) != 0):
-            raise ValueError(f"{path.name}: tensor {index} has a non-zero weight zero point")
-        return v * scales.reshape((-1,) + (1,) * (v.ndim - 1))
-
-    out = []
-    for op in it._get_ops_details():
-        if op["op_name"] not in ("CONV_2D", "FULLY_CONNECTED"):
-            continue
-        _, weight, bias = (int(i) for i in op["inputs"])
-        w = real(weight)  # (out, kh, kw, in) or (out, in)
-        kernel = w.transpose(1, 2, 3, 0) if w.ndim == 4 else w.T
-        out.append((kernel.astype(np.float32), real(bias).astype(np.float32)))
-    return out
-
-
 def features(path: Path, faces: np.ndarray) -> np.ndarray:
     """(N, features) float: the pooled features of each uint8 face, as the int8 file has them."""
-    it = _interpreter(path)
+    it = interpreter(path)
     head = find_head(it)
     inp = it.get_input_details()[0]
     pooled = next(d for d in it.get_tensor_details() if d["index"] == head.feature)
@@ -213,7 +174,6 @@ def refit(base: Path, out: Path, fer2013: Path) -> dict[str, Any]:
     """Write `base` with its last layer refitted to `out`; return what models.json records,
     and the float layer's PublicTest predictions (`float_public_pred`, on the int8 features)
     for the int8 agreement check."""
-    sys.path.insert(0, str(HERE))
     from train_expressions import class_weights, ferplus_targets
 
     with np.load(fer2013) as d:
@@ -224,7 +184,7 @@ def refit(base: Path, out: Path, fer2013: Path) -> dict[str, Any]:
     targets = targets * (1 - LABEL_SMOOTHING) + LABEL_SMOOTHING / len(EXPRESSIONS)
     weights = class_weights(y, CLASS_WEIGHT_POWER)[labels]
     original = base.read_bytes()
-    head = find_head(_interpreter(base))
+    head = find_head(interpreter(base))
     feats = features(base, x)
     w, b, fit = fit_head(
         feats, targets.astype(np.float64), weights.astype(np.float64), head.w, head.b

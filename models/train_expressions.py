@@ -75,8 +75,12 @@ from vgg48 import (  # noqa: E402
     public_inputs,
 )
 
-from agent.bench.ferplus import crowd_metrics, crowd_smile_labels, vote_distribution  # noqa: E402
-from agent.bench.vision_eval import happy_readings  # noqa: E402
+from agent.bench.ferplus import (  # noqa: E402
+    crowd_metrics,
+    crowd_smile_labels,
+    happy_readings,
+    vote_distribution,
+)
 from agent.vision.expressions import (  # noqa: E402
     EXPRESSIONS,
     classification_metrics,
@@ -109,11 +113,10 @@ def ferplus_targets(votes: np.ndarray, labels: np.ndarray, mix: float) -> np.nda
     return out
 
 
-def load_ferplus(path: Path, key: str = "ferplus_train") -> np.ndarray:
-    """FER+ votes for the Training (or with key "ferplus_public" the PublicTest) images,
-    (N, 10); all -1 where FER+ has none."""
+def load_ferplus(path: Path) -> np.ndarray:
+    """FER+ votes for the Training images, (N, 10); all -1 where FER+ has none."""
     with np.load(path) as d:
-        return d[key].astype(np.int64)
+        return d["ferplus_train"].astype(np.int64)
 
 
 def load_fer2013(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -208,11 +211,14 @@ def make_optimizer(cfg: dict[str, Any], steps_per_epoch: int, epochs: int) -> An
 
 
 def init_file(args: argparse.Namespace, init: dict[str, str]) -> Path:
-    """The int8 file a fine-tune starts from: --init, checked against the sha256 its run
-    recorded (a run restarted from scratch must start from the same weights)."""
-    path = getattr(args, "init", None) or HERE / init["file"]
-    if sha256_of(path) != init["sha256"]:
-        sys.exit(f"{path} is not the file this run started from (sha256 {init['sha256'][:12]}...)")
+    """The int8 file a fine-tune starts from: --init, which must be the file its run
+    recorded (a run with no checkpoint yet starts again from the same weights)."""
+    path = getattr(args, "init", None)
+    if path is None or sha256_of(path) != init["sha256"]:
+        sys.exit(
+            f"this fine-tune has no checkpoint to resume: give --init {init['file']} again "
+            f"(sha256 {init['sha256'][:12]}...)"
+        )
     return path
 
 
@@ -270,14 +276,6 @@ def train(args: argparse.Namespace) -> int:
     steps = len(y_tr) // cfg["batch"]
 
     model = build_model(cfg)
-    if "init" in cfg and not (args.resume and state["epoch"]):
-        init = init_file(args, cfg["init"])
-        load_int8_weights(model, init)
-        m = public_metrics(model, xp, y_pub)
-        print(
-            f"started from {init} ({cfg['init']['sha256'][:12]}...): float PublicTest "
-            f"{m['accuracy']:.4f}"
-        )
     opt = make_optimizer(cfg, steps, cfg["epochs"])
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"])
     model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
@@ -290,6 +288,14 @@ def train(args: argparse.Namespace) -> int:
         ck.restore(manager.latest_checkpoint).expect_partial()
         start = state["epoch"]
         print(f"resumed from {manager.latest_checkpoint} at epoch {start}")
+    elif "init" in cfg:  # a fine-tune with no checkpoint restored starts from its file
+        init = init_file(args, cfg["init"])
+        load_int8_weights(model, init)
+        m = public_metrics(model, xp, y_pub)
+        print(
+            f"started from {init} ({cfg['init']['sha256'][:12]}...): float PublicTest "
+            f"{m['accuracy']:.4f}"
+        )
 
     # The epoch's shuffle and augmentation are seeded by (seed, epoch), so resuming replays
     # the same data order the uninterrupted run would have seen.
@@ -302,7 +308,10 @@ def train(args: argparse.Namespace) -> int:
     labels = crowd_smile_labels(y_tr, votes) if crowd else y_tr
     onehot = ferplus_targets(votes, labels, cfg["ferplus_mix"])
     sw = cw[labels]  # weights from FER2013's label counts, by the class a face is taught
-    votes_pub = load_ferplus(args.fer2013, "ferplus_public")
+    with np.load(args.fer2013) as d:  # optional: how each epoch reads smiles, where present
+        votes_pub = d["ferplus_public"].astype(np.int64) if "ferplus_public" in d else None
+    if votes_pub is not None and not (votes_pub >= 0).any():
+        votes_pub = None
 
     def epoch_data(epoch: int) -> Any:
         order = np.random.default_rng([cfg["seed"], epoch]).permutation(len(y_tr))
@@ -318,14 +327,16 @@ def train(args: argparse.Namespace) -> int:
         hist = model.fit(epoch_data(epoch), epochs=1, verbose=args.verbose)
         train_s = time.time() - t0
         m = public_metrics(model, xp, y_pub, votes_pub)
+        smiles = m.get("crowd", {}).get("subtle_smiles_read_happy")  # None without votes
+        negative = m.get("happy", {}).get("negative_read_happy")
         rec = {
             "epoch": epoch + 1,
             "loss": round(float(hist.history["loss"][-1]), 4),
             "train_acc": round(float(hist.history["accuracy"][-1]), 4),
             "public_acc": round(m["accuracy"], 4),
             "public_macro_f1": round(m["macro_f1"], 4),
-            "public_subtle_smiles_happy": m["crowd"]["subtle_smiles_read_happy"],
-            "public_negative_read_happy": round(m["happy"]["negative_read_happy"], 4),
+            "public_subtle_smiles_happy": smiles,
+            "public_negative_read_happy": None if negative is None else round(negative, 4),
             "lr": float(opt.learning_rate),  # the schedule's value at the last step
             "seconds": round(time.time() - t0, 1),
             "train_seconds": round(train_s, 1),

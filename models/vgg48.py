@@ -66,6 +66,8 @@ def build_model(cfg: dict[str, Any]) -> Any:
     reg = None  # decoupled weight decay lives in the optimizer
 
     folded = not cfg.get("batchnorm", True)  # fine-tuned from an int8 file: BN folded in
+    if folded and cfg.get("block", "sep") != "plain":
+        raise ValueError("only plain blocks fold BatchNorm into a convolution's bias")
 
     def bn(x: Any) -> Any:
         if folded:
@@ -149,7 +151,7 @@ def load_int8_weights(net: Any, path: Path) -> None:
     The start of a fine-tune: the float network then reads faces as the int8 file does, up
     to the int8 rounding of weights and activations (measured by the run's first epoch).
     """
-    from refit_head import float_layers
+    from int8_layers import float_layers
     from tf_keras import layers
 
     dense = [ly for ly in net.layers if isinstance(ly, layers.Conv2D | layers.Dense)]

@@ -18,6 +18,7 @@ from tests.conftest import ROOT
 pytest.importorskip("ai_edge_litert", reason="the refit reads features with ai-edge-litert")
 pytest.importorskip("scipy.optimize", reason="the refit fits with scipy")
 sys.path.insert(0, str(ROOT / "models"))
+import int8_layers
 import refit_head
 
 BASE = ROOT / "models" / "emotion_vgg48_int8.tflite"
@@ -53,12 +54,12 @@ def test_refit_changes_only_the_last_layer_and_the_file_computes_it(tmp_path, da
     old, new = BASE.read_bytes(), out.read_bytes()
     assert len(old) == len(new)
     changed = np.flatnonzero(np.frombuffer(old, np.uint8) != np.frombuffer(new, np.uint8))
-    head = refit_head.find_head(refit_head._interpreter(BASE))
+    head = refit_head.find_head(int8_layers.interpreter(BASE))
     layer_bytes = 7 * 192 + 7 * 4 + 2 * 7 * 4  # weights, bias, their two scale arrays
     assert 0 < len(changed) <= layer_bytes
 
     # the new file's layer, read back, is a requantized layer on the same features
-    again = refit_head.find_head(refit_head._interpreter(out))
+    again = refit_head.find_head(int8_layers.interpreter(out))
     assert again.weight_q.shape == head.weight_q.shape
     assert np.abs(again.weight_q).max() == 127  # per-channel scales fit the new weights
     assert not np.array_equal(again.weight_q, head.weight_q)
@@ -103,11 +104,11 @@ def test_float_layers_compute_what_the_int8_file_computes() -> None:
     """The weights a fine-tune starts from (models/vgg48.py load_int8_weights): in Keras'
     layout, they give each layer's output from its input as the int8 file does, up to its
     rounding; a transposed kernel or a channel order mixed up would not."""
-    layers = refit_head.float_layers(BASE)
+    layers = int8_layers.float_layers(BASE)
     assert [k.shape for k, _ in layers][:2] == [(3, 3, 1, 24), (3, 3, 24, 24)]
     assert layers[-1][0].shape == (192, 7) and len(layers) == 10  # 9 convs, dense
 
-    it = refit_head._interpreter(BASE)
+    it = int8_layers.interpreter(BASE)
     inp = it.get_input_details()[0]
     face = np.random.default_rng(1).integers(-128, 128, (1, 48, 48, 1), dtype=np.int8)
     it.set_tensor(inp["index"], face)

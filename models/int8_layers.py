@@ -1,0 +1,56 @@
+"""Read the layers of an int8 TFLite file as numbers: a build-time helper (ai-edge-litert).
+
+Used by the `smiles` step (refit_head.py: the last layer and its input features) and by a
+fine-tune's start (vgg48.py load_int8_weights: every layer, dequantized).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def interpreter(path: Path) -> Any:
+    """An ai-edge-litert interpreter that keeps every tensor readable, with the reference
+    kernels (no XNNPACK delegate), so every run gives the same bytes."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(
+        str(path),
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    it.allocate_tensors()
+    return it
+
+
+def float_layers(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every CONV_2D and FULLY_CONNECTED layer of an int8 file in graph order, dequantized
+    into Keras' layout: (kernel (kh, kw, in, out) or (in, out), bias), float32.
+
+    The int8 weights are per output channel with zero point 0 and the int32 bias carries
+    its own per-channel scale, so each value is its integer times its channel's scale.
+    A network fine-tuned from these starts where the int8 file is, BatchNorm folded in.
+    """
+    it = interpreter(path)
+    details = {d["index"]: d for d in it.get_tensor_details()}
+
+    def real(index: int) -> np.ndarray:
+        q = details[index]["quantization_parameters"]
+        v = it.get_tensor(index).astype(np.float64)
+        scales = np.asarray(q["scales"], np.float64)
+        if np.any(np.asarray(q["zero_points"]) != 0):
+            raise ValueError(f"{path.name}: tensor {index} has a non-zero weight zero point")
+        return v * scales.reshape((-1,) + (1,) * (v.ndim - 1))
+
+    out = []
+    for op in it._get_ops_details():
+        if op["op_name"] not in ("CONV_2D", "FULLY_CONNECTED"):
+            continue
+        _, weight, bias = (int(i) for i in op["inputs"])
+        w = real(weight)  # (out, kh, kw, in) or (out, in)
+        kernel = w.transpose(1, 2, 3, 0) if w.ndim == 4 else w.T
+        out.append((kernel.astype(np.float32), real(bias).astype(np.float32)))
+    return out
