@@ -31,9 +31,15 @@ class Broker:
     def __init__(self, workdir: Path, extra_conf: str = "") -> None:
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
-        # persistence keeps retained messages across a restart, as a real deployment does
+        # persistence keeps retained messages and persistent sessions across a restart, as
+        # a real deployment does. Started as root, mosquitto drops to the `mosquitto` user,
+        # which cannot write in a root-owned private test folder: it then saves nothing and
+        # says so only in its log, so a restarted broker forgot every session (a subscriber
+        # missed what was published before it reconnected). `user root` keeps it as root.
+        stay = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
+        self.db = workdir / "mosquitto.db"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{stay}"
             f"persistence true\npersistence_location {workdir}/\n{extra_conf}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
@@ -56,10 +62,13 @@ class Broker:
         raise RuntimeError("mosquitto did not start")
 
     def stop(self) -> None:
+        """SIGTERM: mosquitto saves its sessions and retained messages, or the test fails."""
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+            if "persistence true" in self.conf.read_text() and not self.db.exists():
+                raise RuntimeError(f"mosquitto saved no persistence database at {self.db}")
 
     def kill(self) -> None:
         """SIGKILL: a crash or power cut; only what persistence autosaved survives."""
