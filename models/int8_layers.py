@@ -26,6 +26,13 @@ def interpreter(path: Path) -> Any:
     return it
 
 
+def per_channel(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Stored integers as real numbers, float64: each times its output channel's scale (axis
+    0), as TFLite stores int8 weights and int32 biases (zero point 0)."""
+    v = np.asarray(q, np.float64)
+    return v * np.asarray(scales, np.float64).reshape((-1,) + (1,) * (v.ndim - 1))
+
+
 def float_layers(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """Every CONV_2D and FULLY_CONNECTED layer of an int8 file in graph order, dequantized
     into Keras' layout: (kernel (kh, kw, in, out) or (in, out), bias), float32.
@@ -39,11 +46,9 @@ def float_layers(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 
     def real(index: int) -> np.ndarray:
         q = details[index]["quantization_parameters"]
-        v = it.get_tensor(index).astype(np.float64)
-        scales = np.asarray(q["scales"], np.float64)
         if np.any(np.asarray(q["zero_points"]) != 0):
             raise ValueError(f"{path.name}: tensor {index} has a non-zero weight zero point")
-        return v * scales.reshape((-1,) + (1,) * (v.ndim - 1))
+        return per_channel(it.get_tensor(index), q["scales"])
 
     out = []
     for op in it._get_ops_details():

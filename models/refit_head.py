@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))  # int8_layers.py beside this file
 
-from int8_layers import interpreter  # noqa: E402
+from int8_layers import interpreter, per_channel  # noqa: E402
 
 from agent.bench.ferplus import crowd_smile_labels  # noqa: E402
 from agent.vision.expressions import EXPRESSIONS, preprocess  # noqa: E402
@@ -72,11 +72,11 @@ class Head:
 
     @property
     def w(self) -> np.ndarray:
-        return self.weight_q.astype(np.float64) * self.weight_scales[:, None]
+        return per_channel(self.weight_q, self.weight_scales)
 
     @property
     def b(self) -> np.ndarray:
-        return self.bias_q.astype(np.float64) * self.bias_scales
+        return per_channel(self.bias_q, self.bias_scales)
 
 
 def find_head(it: Any) -> Head:
