@@ -200,6 +200,7 @@ def build_vgg48(
                 ferplus=None,
                 widths=None,
                 blocks=None,
+                keep_epochs=10,
             )
         )
     path = out / VGG48_NAME
@@ -270,7 +271,10 @@ def build_vgg48(
                     else ""
                 )
                 + (
-                    "; the last epoch kept, PublicTest only measured"
+                    "; weights averaged over epochs {}-{}, chosen by no one, PublicTest only "
+                    "measured".format(*cfg["averaged"]["epochs"])
+                    if cfg.get("averaged")
+                    else "; the last epoch kept, PublicTest only measured"
                     if cfg.get("select") == "last"
                     else "; model selection on PublicTest only"
                 )

@@ -38,7 +38,8 @@ float model is scored on PublicTest (accuracy, macro-F1, subtle smiles read happ
 negative faces read happy); the best epoch by accuracy is kept. PublicTest is
 the only split read for selection; nothing else is ever touched.
 
-Checkpoints (model, optimizer and epoch, plus the best weights) go to --ckpt, outside
+Checkpoints (model, optimizer and epoch, plus the best weights, and the weights of each
+of the last --keep-epochs epochs for models/average_weights.py) go to --ckpt, outside
 the repository; --resume continues from the last one with the same schedule, and the
 data order and augmentation of each epoch are seeded by (seed, epoch). Seeded (numpy,
 Python, TensorFlow); multi-threaded CPU kernels are not bit-exact, so a rerun lands close
@@ -346,6 +347,9 @@ def train(args: argparse.Namespace) -> int:
         if last or state["best"] is None or m["accuracy"] > state["best"]["public_acc"]:
             model.save_weights(str(ckpt_dir / "best.weights.h5"))
             state["best"] = rec
+        if epoch >= cfg["epochs"] - args.keep_epochs:  # for models/average_weights.py
+            (ckpt_dir / "epochs").mkdir(exist_ok=True)
+            model.save_weights(str(ckpt_dir / "epochs" / f"epoch-{epoch + 1:03d}.weights.h5"))
         manager.save()
         state["epoch"] = epoch + 1
         state_path.write_text(json.dumps(state, indent=1))
@@ -466,6 +470,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=["public_acc", "last"],
         default=None,
         help="which epoch is kept: the best on PublicTest (default) or the last",
+    )
+    p.add_argument(
+        "--keep-epochs",
+        type=int,
+        default=10,
+        metavar="N",
+        help="keep the weights of the last N epochs in CKPT/epochs, for models/average_weights.py "
+        "(default 10)",
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--verbose", type=int, default=2)
