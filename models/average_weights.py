@@ -59,12 +59,6 @@ def mean_weights(snapshots: list[list[np.ndarray]]) -> list[np.ndarray]:
     ]
 
 
-def channel_moments(total: np.ndarray, total_sq: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
-    """Per-channel mean and population variance from running sums over n values each."""
-    mean = total / n
-    return mean, np.maximum(total_sq / n - mean**2, 0.0)
-
-
 def epoch_source(folder: Path, epoch: int) -> Path:
     """Where one epoch's weights are: a .weights.h5 file or a TensorFlow checkpoint prefix."""
     h5 = folder / f"epoch-{epoch:03d}.weights.h5"
@@ -89,29 +83,15 @@ def load_epoch(net: Any, source: Path) -> list[np.ndarray]:
     return [w.copy() for w in net.get_weights()]
 
 
-def recompute_batchnorm(net: Any, x: np.ndarray, batch: int = 256) -> int:
-    """Set every BatchNorm's moving statistics to its input's exact Training moments."""
-    import tensorflow as tf
-    import tf_keras as keras
+def recompute_batchnorm(net: Any, x: np.ndarray) -> int:
+    """Set every BatchNorm's moving statistics to its input's exact Training moments, in
+    order (each layer's input already runs through the recomputed layers before it)."""
     from tf_keras import layers
+    from vgg48 import batchnorm_input_moments
 
     bns = [ly for ly in net.layers if isinstance(ly, layers.BatchNormalization)]
     for bn in bns:
-        probe = keras.Model(net.input, bn.input)
-
-        @tf.function
-        def sums(xb: Any, probe: Any = probe) -> Any:
-            h = tf.cast(probe(xb, training=False), tf.float64)
-            return tf.reduce_sum(h, [0, 1, 2]), tf.reduce_sum(h * h, [0, 1, 2]), tf.size(h[..., 0])
-
-        total = total_sq = None
-        n = 0
-        for i in range(0, len(x), batch):
-            s, s2, count = sums(x[i : i + batch])
-            total = s.numpy() if total is None else total + s.numpy()
-            total_sq = s2.numpy() if total_sq is None else total_sq + s2.numpy()
-            n += int(count)
-        mean, var = channel_moments(total, total_sq, n)
+        mean, var = batchnorm_input_moments(net, bn, x)
         bn.moving_mean.assign(mean.astype(np.float32))
         bn.moving_variance.assign(var.astype(np.float32))
     return len(bns)

@@ -267,6 +267,7 @@ def build_vgg48(
                 + (
                     f"; fine-tuned from {cfg['init']['file']} (sha256 "
                     f"{cfg['init']['sha256'][:12]}...)"
+                    + (", BatchNorm restored" if cfg["init"].get("unfold") else "")
                     if cfg.get("init")
                     else ""
                 )

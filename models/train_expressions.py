@@ -25,8 +25,10 @@ closed-mouth smiles neutral); class weights still come from FER2013's label coun
 
 Fine-tuning: `--init INT8.tflite` starts from an int8 vgg48's weights, dequantized with
 BatchNorm folded in (the run's config then says "batchnorm": false, and records the file's
-sha256), instead of at random; with `--lr`, `--warmup`, `--epochs` for a short schedule
-and `--select last` to keep the last epoch rather than pick one on PublicTest.
+sha256), instead of at random; `--unfold` keeps BatchNorm instead, set from the file and
+the Training faces so that the network still computes what the file computes; with
+`--lr`, `--warmup`, `--epochs` for a short schedule and `--select last` to keep the last
+epoch rather than pick one on PublicTest.
 
 Network: models/vgg48.py (the same definition builds, exports and fine-tunes it).
 
@@ -73,6 +75,7 @@ from vgg48 import (  # noqa: E402
     build_model,
     inference_model,
     load_int8_weights,
+    load_int8_weights_unfolded,
     public_inputs,
 )
 
@@ -263,7 +266,10 @@ def train(args: argparse.Namespace) -> int:
                 cfg[key] = getattr(args, key)
         if getattr(args, "init", None):
             cfg["init"] = {"file": args.init.name, "sha256": sha256_of(args.init)}
-            cfg["batchnorm"] = False
+            if getattr(args, "unfold", False):
+                cfg["init"]["unfold"] = True  # BatchNorm kept, set to compute the file
+            else:
+                cfg["batchnorm"] = False
         state = {"config": cfg, "epoch": 0, "best": None, "history": []}
     seed_everything(cfg["seed"])
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -291,7 +297,10 @@ def train(args: argparse.Namespace) -> int:
         print(f"resumed from {manager.latest_checkpoint} at epoch {start}")
     elif "init" in cfg:  # a fine-tune with no checkpoint restored starts from its file
         init = init_file(args, cfg["init"])
-        load_int8_weights(model, init)
+        if cfg["init"].get("unfold"):
+            load_int8_weights_unfolded(model, init, public_inputs(cfg, x_tr))
+        else:
+            load_int8_weights(model, init)
         m = public_metrics(model, xp, y_pub)
         print(
             f"started from {init} ({cfg['init']['sha256'][:12]}...): float PublicTest "
@@ -462,6 +471,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="crowd_smiles: faces the FER+ crowd's plurality calls happy are taught as happy "
         "(agent/bench/ferplus.py crowd_smile_labels); default fer2013",
+    )
+    p.add_argument(
+        "--unfold",
+        action="store_true",
+        help="with --init: keep BatchNorm, set so the network computes what the file computes "
+        "(a folded network drifts when fine-tuned)",
     )
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up epochs (default 2)")

@@ -17,7 +17,9 @@ x86 8.3 ms vs 1.2 ms per face), so plain 3x3 convolutions ship.
 
 A fine-tune (`train_expressions.py train --init INT8.tflite`) builds the network with
 BatchNorm already folded into the convolutions' biases (config "batchnorm": false) and
-starts it from the int8 file's weights (`load_int8_weights`).
+starts it from the int8 file's weights (`load_int8_weights`). With `--unfold` it keeps
+BatchNorm and sets it so the network computes what the file computes
+(`load_int8_weights_unfolded`): a folded network drifts when fine-tuned (MODELS.md).
 """
 
 from __future__ import annotations
@@ -165,3 +167,60 @@ def load_int8_weights(net: Any, path: Path) -> None:
                 f"{path.name}: {layer.name} wants {want}, the file has {kernel.shape}, {bias.shape}"
             )
         layer.set_weights([kernel, bias])
+
+
+def batchnorm_input_moments(
+    net: Any, layer: Any, x: np.ndarray, batch: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-channel mean and population variance of `layer`'s input over all of `x`,
+    the network in inference mode, summed in float64 batch by batch."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    probe = keras.Model(net.input, layer.input)
+
+    @tf.function
+    def sums(xb: Any) -> Any:
+        h = tf.cast(probe(xb, training=False), tf.float64)
+        return tf.reduce_sum(h, [0, 1, 2]), tf.reduce_sum(h * h, [0, 1, 2]), tf.size(h[..., 0])
+
+    total = total_sq = 0.0
+    n = 0
+    for i in range(0, len(x), batch):
+        s, s2, count = sums(x[i : i + batch])
+        total, total_sq, n = total + s.numpy(), total_sq + s2.numpy(), n + int(count)
+    return channel_moments(total, total_sq, n)
+
+
+def channel_moments(total: np.ndarray, total_sq: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """Per-channel mean and population variance from running sums over n values each."""
+    mean = total / n
+    return mean, np.maximum(total_sq / n - mean**2, 0.0)
+
+
+def load_int8_weights_unfolded(net: Any, path: Path, x: np.ndarray) -> None:
+    """Set a vgg48 with BatchNorm to compute what an int8 vgg48 file computes.
+
+    Each convolution gets the file's kernel; its BatchNorm's moving statistics become the
+    exact moments of that convolution's output over `x` (the Training faces as the network
+    sees them), gamma sqrt(variance + epsilon) and beta the mean plus the file's bias, so in
+    inference mode BatchNorm adds the bias and nothing else; in training mode a batch's own
+    statistics stand in for those moments, as in the original run. Layer by layer, in order.
+    """
+    from int8_layers import float_layers
+    from tf_keras import layers
+
+    convs = [ly for ly in net.layers if isinstance(ly, layers.Conv2D)]
+    bns = [ly for ly in net.layers if isinstance(ly, layers.BatchNormalization)]
+    dense = [ly for ly in net.layers if isinstance(ly, layers.Dense)]
+    found = float_layers(path)
+    if len(convs) != len(bns) or len(found) != len(convs) + len(dense) or len(dense) != 1:
+        raise ValueError(f"{path.name} has {len(found)} layers; the network {len(convs)} "
+                         f"convolutions, {len(bns)} BatchNorms, {len(dense)} dense")  # fmt: skip
+    for conv, (kernel, _) in zip(convs, found, strict=False):
+        conv.set_weights([kernel])
+    dense[0].set_weights(list(found[-1]))
+    for bn, (_, bias) in zip(bns, found, strict=False):
+        mean, var = batchnorm_input_moments(net, bn, x)
+        gamma = np.sqrt(var + bn.epsilon)
+        bn.set_weights([a.astype(np.float32) for a in (gamma, mean + bias, mean, var)])

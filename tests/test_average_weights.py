@@ -1,5 +1,6 @@
-"""models/average_weights.py's numbers: the mean of weight snapshots and the BatchNorm
-moments it sets, and where it finds each epoch (TensorFlow itself is build-time only)."""
+"""models/average_weights.py's numbers: the mean of weight snapshots, the BatchNorm moments
+it sets (vgg48.channel_moments) and where it finds each epoch (TensorFlow itself is
+build-time only)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "models"))
 import average_weights as aw
+import vgg48
 
 
 def test_mean_weights_is_the_elementwise_mean_in_each_dtype() -> None:
@@ -37,7 +39,7 @@ def test_channel_moments_from_running_sums_match_numpy() -> None:
     for chunk in np.array_split(x, 7):  # as batches arrive
         total += chunk.sum(axis=0)
         total_sq += (chunk**2).sum(axis=0)
-    mean, var = aw.channel_moments(total, total_sq, len(x))
+    mean, var = vgg48.channel_moments(total, total_sq, len(x))
     np.testing.assert_allclose(mean, x.mean(axis=0))
     np.testing.assert_allclose(var, x.var(axis=0))  # population variance, as BatchNorm uses
 
