@@ -101,6 +101,7 @@ def average_run(
     fer2013: Path, ckpt: Path, first: int, last: int, out: Path, source: Path | None = None
 ) -> dict[str, Any]:
     import train_expressions as te
+    from fer_data import load_fer2013
     from vgg48 import LEGACY_DEFAULTS, build_model, public_inputs
 
     state = json.loads((ckpt / "state.json").read_text())
@@ -113,7 +114,7 @@ def average_run(
     for epoch in range(first, last + 1):
         snaps.append(load_epoch(net, epoch_source(folder, epoch)))
     net.set_weights(mean_weights(snaps))
-    x_tr, _, x_pub, y_pub = te.load_fer2013(fer2013)
+    x_tr, _, x_pub, y_pub = load_fer2013(fer2013)
     count = recompute_batchnorm(net, public_inputs(cfg, x_tr))
     m = te.public_metrics(net, public_inputs(cfg, x_pub), y_pub)
     out.mkdir(parents=True, exist_ok=True)

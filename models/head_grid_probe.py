@@ -88,7 +88,7 @@ def fit(feats: np.ndarray, targets: np.ndarray, weights: np.ndarray, w0: np.ndar
 
 
 def probe(base: Path, fer2013: Path, grids: list[int], cache: Path | None) -> dict[int, Any]:
-    from train_expressions import class_weights, ferplus_targets
+    from fer_data import class_weights, ferplus_targets
 
     with np.load(fer2013) as d:
         x, y, votes = d["x_train"], d["y_train"].astype(np.int64), d["ferplus_train"]

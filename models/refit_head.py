@@ -177,7 +177,7 @@ def refit(base: Path, out: Path, fer2013: Path) -> dict[str, Any]:
     """Write `base` with its last layer refitted to `out`; return what models.json records,
     and the float layer's PublicTest predictions (`float_public_pred`, on the int8 features)
     for the int8 agreement check."""
-    from train_expressions import class_weights, ferplus_targets
+    from fer_data import class_weights, ferplus_targets
 
     with np.load(fer2013) as d:
         x, y, votes = d["x_train"], d["y_train"].astype(np.int64), d["ferplus_train"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -126,20 +127,19 @@ def test_classifier_reads_the_manifest_and_applies_flip_and_temperature(tmp_path
     )
 
 
-def _train_module() -> object:
+def _data_module() -> object:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "train_expressions", MODELS / "train_expressions.py"
-    )
+    sys.path.insert(0, str(MODELS))  # fer_data imports vgg48 beside it
+    spec = importlib.util.spec_from_file_location("fer_data", MODELS / "fer_data.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # TensorFlow is imported only inside the training steps
+    spec.loader.exec_module(module)  # TensorFlow is imported only inside augment_fn
     return module
 
 
 def test_ferplus_votes_blend_into_the_fer2013_targets() -> None:
-    te = _train_module()
+    te = _data_module()
     # columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt,
     # unknown, not-a-face
     votes = np.array(

@@ -5,7 +5,7 @@ happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, not-a-fac
 emotion votes become a distribution over FER2013's classes (contempt counted as disgust,
 "unknown" and "not a face" left out), used two ways:
 
-- as soft training targets (models/train_expressions.py);
+- as soft training targets (models/fer_data.py, for models/train_expressions.py);
 - to measure what one FER2013 label per face cannot: how a model reads the faces the crowd
   itself found ambiguous. A subtle smile (between 30 % and 70 % of the votes for happiness)
   is the case a closed-mouth smile in a real photo resembles, and a model that calls most
