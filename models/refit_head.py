@@ -13,7 +13,7 @@ minutes, where retraining the network costs hours.
    FULLY_CONNECTED op (the global average pool, int8, dequantized).
 2. Fit: multinomial logistic regression (L-BFGS from the shipped weights) with the
    training recipe's own targets, label smoothing and class weights
-   (models/train_expressions.py; the weights from the FER2013 label counts, as in
+   (models/fer_data.py; the weights from the FER2013 label counts, as in
    training, each face weighted by the class it is now labelled), on
    `crowd_smile_labels`; L2 `LAMBDA`. Training faces only: PublicTest is never fitted on.
 3. Requantize as TFLite does (per output channel: weight scale max|w| / 127, bias scale
@@ -53,7 +53,7 @@ from agent.vision.interpreter import dequantize, quantize  # noqa: E402
 
 LAMBDA = 1e-4
 """L2 weight on the layer's weights (mean loss per face); fixed before any result."""
-LABEL_SMOOTHING = 0.1  # as the recipe (train_expressions.DEFAULTS)
+LABEL_SMOOTHING = 0.1  # as the recipe (vgg48.DEFAULTS)
 FERPLUS_MIX = 0.3
 CLASS_WEIGHT_POWER = 0.5
 
