@@ -14,16 +14,16 @@ read unseen faces slightly better than any one epoch, and it is chosen by nobody
 window is fixed before the run is scored, where the best epoch is picked on PublicTest.
 
 Averaged convolutions no longer match any epoch's BatchNorm moving statistics, so those
-are recomputed ("precise BN"; a fine-tune's network has BatchNorm folded in, so there is
-nothing to recompute): layer by layer, in order, the exact per-channel mean and variance
-of each BatchNorm's input over the whole Training split, unaugmented, with every earlier
-layer already in inference mode, as the exported network will run.
+are recomputed ("precise BN", for any run with BatchNorm: from scratch or `--unfold`; a
+folded fine-tune has none): layer by layer, in order, the exact per-channel mean and
+variance of each BatchNorm's input over the whole Training split, unaugmented, with every
+earlier layer already in inference mode, as the exported network will run.
 
 Per-epoch weights come from `--from` (default RUN/epochs): `epoch-NNN.weights.h5`, which
-`train_expressions.py train` keeps for the last `--keep-epochs` epochs, or TensorFlow
-checkpoints `ckpt-N` written by its checkpoint manager (one save per epoch, so N is the
-epoch). The output folder holds what the `vgg48` export step reads: `state.json` (the
-run's config and history, plus what was averaged) and `best.weights.h5`.
+`train_expressions.py train` keeps for the last `--keep-epochs` epochs. The output folder
+(a new one: the run's own best epoch is never overwritten) holds what the `vgg48` export
+step reads: `state.json` (the run's config and history, plus what was averaged) and
+`best.weights.h5`.
 """
 
 from __future__ import annotations
@@ -60,27 +60,12 @@ def mean_weights(snapshots: list[list[np.ndarray]]) -> list[np.ndarray]:
 
 
 def epoch_source(folder: Path, epoch: int) -> Path:
-    """Where one epoch's weights are: a .weights.h5 file or a TensorFlow checkpoint prefix."""
+    """The weights one epoch left behind (`train --keep-epochs`)."""
     h5 = folder / f"epoch-{epoch:03d}.weights.h5"
-    if h5.is_file():
-        return h5
-    prefix = folder / f"ckpt-{epoch}"
-    if prefix.with_suffix(".index").is_file():
-        return prefix
-    raise FileNotFoundError(f"no weights for epoch {epoch} in {folder} (looked for {h5.name}, "
-                            f"{prefix.name}.index)")  # fmt: skip
-
-
-def load_epoch(net: Any, source: Path) -> list[np.ndarray]:
-    import tensorflow as tf
-
-    if source.suffix == ".h5":
-        net.load_weights(str(source))
-    else:
-        tf.train.Checkpoint(model=net).read(
-            str(source)
-        ).expect_partial().assert_existing_objects_matched()
-    return [w.copy() for w in net.get_weights()]
+    if not h5.is_file():
+        raise FileNotFoundError(f"no weights for epoch {epoch}: {h5} (train keeps the last "
+                                "--keep-epochs epochs)")  # fmt: skip
+    return h5
 
 
 def recompute_batchnorm(net: Any, x: np.ndarray) -> int:
@@ -106,13 +91,16 @@ def average_run(
 
     state = json.loads((ckpt / "state.json").read_text())
     cfg = {**LEGACY_DEFAULTS, **state["config"]}
+    if out.resolve() == ckpt.resolve() or (out / "state.json").exists():
+        raise SystemExit(f"{out} holds a run already: give a new folder")
     if not 1 <= first <= last <= state["epoch"]:
         raise SystemExit(f"epochs {first}-{last}: the run in {ckpt} has run {state['epoch']}")
     folder = source or ckpt / "epochs"
     net = build_model(cfg)
     snaps = []
     for epoch in range(first, last + 1):
-        snaps.append(load_epoch(net, epoch_source(folder, epoch)))
+        net.load_weights(str(epoch_source(folder, epoch)))
+        snaps.append([w.copy() for w in net.get_weights()])
     net.set_weights(mean_weights(snaps))
     x_tr, _, x_pub, y_pub = load_fer2013(fer2013)
     count = recompute_batchnorm(net, public_inputs(cfg, x_tr))

@@ -200,7 +200,7 @@ def build_vgg48(
                 ferplus=None,
                 widths=None,
                 blocks=None,
-                keep_epochs=10,
+                keep_epochs=te.KEEP_EPOCHS,
             )
         )
     path = out / VGG48_NAME

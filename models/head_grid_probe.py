@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))
 import refit_head as rh  # noqa: E402
 from int8_layers import interpreter  # noqa: E402
 
-from agent.bench.ferplus import crowd_metrics, crowd_smile_labels, happy_readings  # noqa: E402
+from agent.bench.ferplus import crowd_metrics, happy_readings  # noqa: E402
 from agent.vision.expressions import EXPRESSIONS, classification_metrics, preprocess  # noqa: E402
 from agent.vision.interpreter import quantize  # noqa: E402
 
@@ -81,15 +81,7 @@ def soft_loss(
     return float(-(weights[:, None] * targets * logp).sum() / len(feats))
 
 
-def fit(feats: np.ndarray, targets: np.ndarray, weights: np.ndarray, w0: np.ndarray,
-        b0: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:  # fmt: skip
-    rh.LAMBDA = lam  # refit_head's fit reads its L2 weight from the module
-    return rh.fit_head(feats, targets, weights, w0, b0)
-
-
 def probe(base: Path, fer2013: Path, grids: list[int], cache: Path | None) -> dict[int, Any]:
-    from fer_data import class_weights, ferplus_targets
-
     with np.load(fer2013) as d:
         x, y, votes = d["x_train"], d["y_train"].astype(np.int64), d["ferplus_train"]
         x_pub, y_pub = d["x_public"], d["y_public"].astype(np.int64)
@@ -102,10 +94,7 @@ def probe(base: Path, fer2013: Path, grids: list[int], cache: Path | None) -> di
         maps_pub = last_stage_maps(base, x_pub)[0]
         if cache is not None:
             np.savez(cache, train=maps, public=maps_pub, scale=scale, zero=zero)
-    labels = crowd_smile_labels(y, votes)
-    targets = ferplus_targets(votes, labels, rh.FERPLUS_MIX).astype(np.float64)
-    targets = targets * (1 - rh.LABEL_SMOOTHING) + rh.LABEL_SMOOTHING / len(EXPRESSIONS)
-    weights = class_weights(y, rh.CLASS_WEIGHT_POWER)[labels].astype(np.float64)
+    _, targets, weights = rh.training_targets(y, votes)
     head = rh.find_head(interpreter(base))
     folds = np.random.default_rng(0).permutation(len(y)) % FOLDS
     neutral, happy = EXPRESSIONS.index("neutral"), EXPRESSIONS.index("happy")
@@ -119,12 +108,12 @@ def probe(base: Path, fer2013: Path, grids: list[int], cache: Path | None) -> di
             losses = []
             for k in range(FOLDS):
                 tr, te = folds != k, folds == k
-                w, b, _ = fit(feats[tr], targets[tr], weights[tr], w0, b0, lam)
+                w, b, _ = rh.fit_head(feats[tr], targets[tr], weights[tr], w0, b0, lam)
                 losses.append(soft_loss(feats[te], w, b, targets[te], weights[te]))
             cv[lam] = round(float(np.mean(losses)), 5)
             print(f"G={g} L2 {lam:g}: CV loss {cv[lam]:.5f} ({time.time() - t0:.0f} s)", flush=True)
         lam = min(cv, key=cv.__getitem__)
-        w, b, info = fit(feats, targets, weights, w0, b0, lam)
+        w, b, info = rh.fit_head(feats, targets, weights, w0, b0, lam)
         pred = (feats_pub @ w.T + b).argmax(axis=1)
         m = classification_metrics(y_pub, pred)
         confusion = np.asarray(m["confusion"])

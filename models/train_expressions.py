@@ -98,6 +98,9 @@ from agent.vision.expressions import (  # noqa: E402
 )
 from agent.vision.interpreter import sha256_of  # noqa: E402
 
+KEEP_EPOCHS = 10
+"""How many of a run's last epochs keep their weights (CKPT/epochs) for weight averaging."""
+
 
 def seed_everything(seed: int) -> None:
     import tensorflow as tf
@@ -384,8 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--unfold",
         action="store_true",
-        help="with --init: keep BatchNorm, set so the network computes what the file computes "
-        "(a folded network drifts when fine-tuned)",
+        help="with --init: keep BatchNorm, set so the network computes what the file computes, "
+        "instead of folding it into the convolutions",
     )
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up epochs (default 2)")
@@ -398,16 +401,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--keep-epochs",
         type=int,
-        default=10,
+        default=KEEP_EPOCHS,
         metavar="N",
         help="keep the weights of the last N epochs in CKPT/epochs, for models/average_weights.py "
-        "(default 10)",
+        f"(default {KEEP_EPOCHS})",
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--verbose", type=int, default=2)
     p.add_argument("--out", type=Path, default=HERE / "emotion_vgg48_int8.tflite")
     p.add_argument("--calibration", type=int, default=8000)
     args = p.parse_args(argv)
+    if args.unfold and args.init is None:
+        p.error("--unfold restores BatchNorm in a fine-tune: it needs --init INT8.tflite")
     if args.step == "train":
         return train(args)
     info = export(args.fer2013, args.ckpt, args.out, args.calibration)

@@ -19,7 +19,8 @@ A fine-tune (`train_expressions.py train --init INT8.tflite`) builds the network
 BatchNorm already folded into the convolutions' biases (config "batchnorm": false) and
 starts it from the int8 file's weights (`load_int8_weights`). With `--unfold` it keeps
 BatchNorm and sets it so the network computes what the file computes
-(`load_int8_weights_unfolded`): a folded network drifts when fine-tuned (MODELS.md).
+(`load_int8_weights_unfolded`), so that it trains as the original run did; measured, that
+changed little (MODELS.md, "run A with BatchNorm").
 """
 
 from __future__ import annotations
@@ -217,10 +218,9 @@ def load_int8_weights_unfolded(net: Any, path: Path, x: np.ndarray) -> None:
     if len(convs) != len(bns) or len(found) != len(convs) + len(dense) or len(dense) != 1:
         raise ValueError(f"{path.name} has {len(found)} layers; the network {len(convs)} "
                          f"convolutions, {len(bns)} BatchNorms, {len(dense)} dense")  # fmt: skip
-    for conv, (kernel, _) in zip(convs, found, strict=False):
-        conv.set_weights([kernel])
     dense[0].set_weights(list(found[-1]))
-    for bn, (_, bias) in zip(bns, found, strict=False):
+    for conv, bn, (kernel, bias) in zip(convs, bns, found[:-1], strict=True):
+        conv.set_weights([kernel])
         mean, var = batchnorm_input_moments(net, bn, x)
         gamma = np.sqrt(var + bn.epsilon)
         bn.set_weights([a.astype(np.float32) for a in (gamma, mean + bias, mean, var)])

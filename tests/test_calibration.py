@@ -139,7 +139,7 @@ def _data_module() -> object:
 
 
 def test_ferplus_votes_blend_into_the_fer2013_targets() -> None:
-    te = _data_module()
+    fd = _data_module()
     # columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt,
     # unknown, not-a-face
     votes = np.array(
@@ -151,14 +151,14 @@ def test_ferplus_votes_blend_into_the_fer2013_targets() -> None:
         ]
     )
     labels = np.array([3, 0, 4, 6])
-    t = te.ferplus_targets(votes, labels, 0.3)  # type: ignore[attr-defined]
+    t = fd.ferplus_targets(votes, labels, 0.3)  # type: ignore[attr-defined]
     np.testing.assert_allclose(t.sum(axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(t[0], [0, 0, 0, 0.7 + 0.3 * 0.8, 0, 0.3 * 0.2, 0], atol=1e-6)
     # contempt counts as disgust; neutral goes to index 6
     np.testing.assert_allclose(t[1], [0.7 + 0.09, 0.06, 0, 0, 0, 0, 0.15], atol=1e-6)
     np.testing.assert_array_equal(t[2], np.eye(7)[4])
     np.testing.assert_array_equal(t[3], np.eye(7)[6])
-    np.testing.assert_array_equal(te.ferplus_targets(votes, labels, 0.0), np.eye(7)[labels])  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(fd.ferplus_targets(votes, labels, 0.0), np.eye(7)[labels])  # type: ignore[attr-defined]
 
 
 @needs_runtime
