@@ -33,6 +33,7 @@ from agent.publish.outbox import Outbox
 from agent.remote import RemoteControl
 from agent.sdnotify import Notifier
 from agent.sources.base import Source
+from agent.sources.replay import caught_up
 from agent.supervisor import Supervisor
 from agent.telemetry import Telemetry
 from agent.vision.expressions import DEFAULT_EXPRESSION_MODEL
@@ -307,6 +308,8 @@ class Agent:
             if self.until is not None and end > self.until + 1e-6:
                 end = self.until
             await self.clock.sleep_until(end)
+            if not await caught_up(self.sources, end):
+                log.warning("a replay source is behind the window ending at %.1f", end)
             last = self.until is not None and end >= self.until - 1e-6
             if end > start:
                 self._close_window(start, end)

@@ -20,6 +20,7 @@ from agent.sources.replay import (
     ReplayCameraSource,
     ReplayEdaSource,
     ReplayHeartSource,
+    caught_up,
     replay_sources,
 )
 from agent.sources.session import (
@@ -448,3 +449,45 @@ def test_demo_heart_and_eda_have_the_stated_properties() -> None:
     eda = np.array([r.microsiemens for r in session.eda_rows()])
     assert len(eda) == 2400
     assert 1.8 < np.median(eda[: 240 * 4]) < 2.4 and 3.6 < np.median(eda[300 * 4 : 420 * 4]) < 4.6
+
+
+# --- a replay's windows wait for their rows ---------------------------------------------
+
+
+def test_a_replay_window_closes_only_after_the_rows_due_before_it() -> None:
+    """The window's timer fires first (as on a busy machine, where a row's own timer can fire
+    just after it); the rows due before the window's end still reach the sink before the
+    window is closed, because the window waits for its sources to pass its end."""
+    session = load_session(synthetic_session_path())
+    due = [r.t for r in session.heart_rows() if r.t < 5.0]
+    assert due
+
+    async def scenario() -> tuple[bool, int, int]:
+        clock = ScaledClock(origin=session.origin, speed=200)
+        source = ReplayHeartSource(session, clock)
+        sink = ListSink(clock)
+        end = session.origin + 5.0
+        await clock.sleep_until(end)  # the window's timer
+        before = len(sink.events)
+        task = asyncio.create_task(source.run(sink))  # the rows' timers: all late
+        ok = await caught_up([source, object()], end)  # what isn't a replay is not waited for
+        at_close = sum(1 for e in sink.events if e.t < end)
+        task.cancel()
+        return ok, before, at_close
+
+    ok, before, at_close = asyncio.run(scenario())
+    assert ok and before == 0 and at_close == len(due)
+
+
+def test_a_replay_window_does_not_wait_forever_for_a_stopped_source(monkeypatch) -> None:
+    import agent.sources.replay as replay
+
+    monkeypatch.setattr(replay, "CATCH_UP_REAL_S", 0.05)
+    session = load_session(synthetic_session_path())
+    clock = ScaledClock(origin=session.origin, speed=200)
+    source = ReplayHeartSource(session, clock)  # never run: its rows stay due
+    assert source.pending_before(session.origin + 5.0)
+    assert not source.pending_before(session.origin)
+    started = time.monotonic()
+    assert asyncio.run(caught_up([source], session.origin + 5.0)) is False
+    assert time.monotonic() - started < 30  # bounded by the limit, not by the source

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ LATE_GRACE_S = 1.0  # a row this far (clock seconds) in the past at (re)start is
 # between building the clock and the first `run`, so the grace is never under this much
 # real time: otherwise a 200x replay would lose its first rows to event-loop scheduling.
 LATE_GRACE_REAL_S = 0.1
+CATCH_UP_REAL_S = 0.5  # the longest a replay's window waits for a source still behind it
 
 
 class _ReplaySource:
@@ -73,6 +75,14 @@ class _ReplaySource:
 
     def _row_count(self, item: Any) -> int:
         return 1
+
+    def pending_before(self, t: float) -> bool:
+        """Whether a row due before clock time `t` is still to be emitted."""
+        return (
+            not self.status.finished
+            and self._next < len(self._emit_at)
+            and self._emit_at[self._next] < t
+        )
 
     async def run(self, sink: EvidenceSink) -> None:
         self._runs += 1
@@ -178,3 +188,22 @@ _SOURCES: dict[str, type[_ReplaySource]] = {
 def replay_sources(session: Session, clock: Clock, origin: float | None = None) -> list[Source]:
     """One replay source per modality present in the session, in a fixed order."""
     return [_SOURCES[name](session, clock, origin) for name in session.modalities]
+
+
+async def caught_up(sources: Sequence[object], t: float) -> bool:
+    """Wait until every replay source among `sources` has emitted its rows due before clock
+    time `t`, for at most CATCH_UP_REAL_S of real time; False if one was still behind.
+
+    A replay's window ends at `t` on the same clock its sources emit by, but each wait is
+    its own timer: on a busy machine a row due just before `t` can fire just after the
+    window's timer, and its beats would miss the window they belong to. So a replay's
+    window closes once its sources have passed `t`. A live sensor promises nothing to wait
+    for. A source that crashed is not waited for beyond the limit.
+    """
+    behind = [s for s in sources if isinstance(s, _ReplaySource)]
+    deadline = time.monotonic() + CATCH_UP_REAL_S
+    while any(s.pending_before(t) for s in behind):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.001)
+    return True
