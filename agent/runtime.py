@@ -23,7 +23,7 @@ from agent import __version__
 from agent.affect.baseline import PersonalBaseline
 from agent.affect.summary import SummaryAccumulator
 from agent.affect.windows import WindowAggregator
-from agent.clock import Clock, ScaledClock, WallClock
+from agent.clock import Clock, ScaledClock, WallClock, iso
 from agent.config import AgentConfig, ModelsConfig
 from agent.events import EvidenceSink
 from agent.health import Health, LoopLagMonitor, watchdog_loop
@@ -33,7 +33,7 @@ from agent.publish.outbox import Outbox
 from agent.remote import RemoteControl
 from agent.sdnotify import Notifier
 from agent.sources.base import Source
-from agent.sources.replay import caught_up
+from agent.sources.replay import replay_sources, window_closing
 from agent.supervisor import Supervisor
 from agent.telemetry import Telemetry
 from agent.vision.expressions import DEFAULT_EXPRESSION_MODEL
@@ -113,7 +113,6 @@ class Agent:
             log.warning(
                 "sources.replay is set: the live %s source(s) are not used", ", ".join(live)
             )
-        from agent.sources.replay import replay_sources
         from agent.sources.session import load_session
 
         session = load_session(replay.session)
@@ -308,12 +307,17 @@ class Agent:
             if self.until is not None and end > self.until + 1e-6:
                 end = self.until
             await self.clock.sleep_until(end)
-            if not await caught_up(self.sources, end):
-                log.warning("a replay source is behind the window ending at %.1f", end)
-            last = self.until is not None and end >= self.until - 1e-6
-            if end > start:
-                self._close_window(start, end)
-                n += 1
+            states = self.supervisor.states
+            running = [
+                s for s in self.sources if getattr(states.get(s.name), "state", "") == "running"
+            ]
+            async with window_closing(running, end) as complete:
+                if not complete:
+                    log.warning("a replay source is behind the window ending at %s", iso(end))
+                last = self.until is not None and end >= self.until - 1e-6
+                if end > start:
+                    self._close_window(start, end)
+                    n += 1
             if n >= per_summary or (last and n):
                 self._emit_summary(period_start, end)
                 period_start, n = end, 0

@@ -20,8 +20,8 @@ from agent.sources.replay import (
     ReplayCameraSource,
     ReplayEdaSource,
     ReplayHeartSource,
-    caught_up,
     replay_sources,
+    window_closing,
 )
 from agent.sources.session import (
     EdaRow,
@@ -451,43 +451,55 @@ def test_demo_heart_and_eda_have_the_stated_properties() -> None:
     assert 1.8 < np.median(eda[: 240 * 4]) < 2.4 and 3.6 < np.median(eda[300 * 4 : 420 * 4]) < 4.6
 
 
-# --- a replay's windows wait for their rows ---------------------------------------------
+# --- a replay's windows close in order with their rows ----------------------------------
 
 
-def test_a_replay_window_closes_only_after_the_rows_due_before_it() -> None:
+def test_a_replay_window_closes_after_the_rows_due_before_it_and_before_the_rest() -> None:
     """The window's timer fires first (as on a busy machine, where a row's own timer can fire
-    just after it); the rows due before the window's end still reach the sink before the
-    window is closed, because the window waits for its sources to pass its end."""
+    just after it): inside `window_closing` every heart row due before the window's end has
+    reached the sink and none due after it has, and the held rows follow once it exits."""
     session = load_session(synthetic_session_path())
     due = [r.t for r in session.heart_rows() if r.t < 5.0]
     assert due
 
-    async def scenario() -> tuple[bool, int, int]:
+    async def scenario() -> tuple[bool, int, list[float], int]:
         clock = ScaledClock(origin=session.origin, speed=200)
         source = ReplayHeartSource(session, clock)
         sink = ListSink(clock)
         end = session.origin + 5.0
-        await clock.sleep_until(end)  # the window's timer
+        await clock.sleep_until(end + 1.0)  # the window's timer, and a second more
         before = len(sink.events)
         task = asyncio.create_task(source.run(sink))  # the rows' timers: all late
-        ok = await caught_up([source, object()], end)  # what isn't a replay is not waited for
-        at_close = sum(1 for e in sink.events if e.t < end)
+        async with window_closing([source, object()], end) as complete:  # object(): no wait
+            await asyncio.sleep(0.05)  # the source keeps running while the window closes
+            inside = [e.t for e in sink.events]
+        await asyncio.sleep(0.05)  # let the released source run
+        after = sum(1 for e in sink.events if e.t >= end)
         task.cancel()
-        return ok, before, at_close
+        return complete, before, inside, after
 
-    ok, before, at_close = asyncio.run(scenario())
-    assert ok and before == 0 and at_close == len(due)
+    complete, before, inside, after = asyncio.run(scenario())
+    assert complete and before == 0
+    assert len(inside) == len(due) and all(t < session.origin + 5.0 for t in inside)
+    assert after > 0  # held, not lost
 
 
-def test_a_replay_window_does_not_wait_forever_for_a_stopped_source(monkeypatch) -> None:
+def test_a_replay_window_waits_only_so_long_and_not_for_frames(monkeypatch) -> None:
     import agent.sources.replay as replay
 
     monkeypatch.setattr(replay, "CATCH_UP_REAL_S", 0.05)
     session = load_session(synthetic_session_path())
     clock = ScaledClock(origin=session.origin, speed=200)
-    source = ReplayHeartSource(session, clock)  # never run: its rows stay due
-    assert source.pending_before(session.origin + 5.0)
-    assert not source.pending_before(session.origin)
+    heart = ReplayHeartSource(session, clock)  # never run: its rows stay due
+    assert heart.pending_before(session.origin + 5.0)
+    assert not heart.pending_before(session.origin)
+    assert not ReplayCameraSource.windowed  # frames are analysed later, on another thread
+
+    async def close() -> bool:
+        async with window_closing([heart], session.origin + 5.0) as complete:
+            return complete
+
     started = time.monotonic()
-    assert asyncio.run(caught_up([source], session.origin + 5.0)) is False
-    assert time.monotonic() - started < 30  # bounded by the limit, not by the source
+    assert asyncio.run(close()) is False
+    assert time.monotonic() - started < 5  # the limit, not the source, ended the wait
+    assert heart._hold is None  # released for the rows after the window

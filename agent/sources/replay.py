@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from agent.clock import Clock
@@ -41,10 +42,14 @@ class _ReplaySource:
     """Plays precomputed items `(emit_at, item)` on the clock; subclasses build events."""
 
     name = "replay"
+    windowed = True  # its events are analysed by the window they fall in (not camera frames)
 
     def __init__(self, session: Session, clock: Clock, origin: float | None = None) -> None:
         self.session = session
         self.clock = clock
+        self._hold: float | None = None  # rows due at or after this wait for the window
+        self._released = asyncio.Event()
+        self._released.set()
         # The event time of session t=0. A ScaledClock's origin is by construction the time
         # mapped to the session start (the recording's own start, or "now" when rebased).
         if origin is None:
@@ -84,6 +89,14 @@ class _ReplaySource:
             and self._emit_at[self._next] < t
         )
 
+    def hold(self, t: float | None) -> None:
+        """Hold back rows due at or after clock time `t` until `hold(None)`."""
+        self._hold = t
+        if t is None:
+            self._released.set()
+        else:
+            self._released.clear()
+
     async def run(self, sink: EvidenceSink) -> None:
         self._runs += 1
         grace = max(LATE_GRACE_S, LATE_GRACE_REAL_S * self.clock.speed)
@@ -98,6 +111,8 @@ class _ReplaySource:
             index = self._next
             event = await self._event(self._items[index][1])  # decode before waiting
             await self.clock.sleep_until(self._emit_at[index])
+            while self._hold is not None and self._emit_at[index] >= self._hold:
+                await self._released.wait()  # a window before this row is closing
             if event is not None:
                 sink.put(event)
                 self.status.mark()
@@ -160,6 +175,7 @@ class ReplayCameraSource(_ReplaySource):
     """One `FrameEvent` per frames.csv row; images are decoded only when played."""
 
     name = "camera"
+    windowed = False  # frames are analysed later, on the face stage's own thread
 
     def _build(self) -> Sequence[tuple[float, Any]]:
         return [(row.t, row) for row in self.session.frame_rows()]
@@ -190,20 +206,29 @@ def replay_sources(session: Session, clock: Clock, origin: float | None = None) 
     return [_SOURCES[name](session, clock, origin) for name in session.modalities]
 
 
-async def caught_up(sources: Sequence[object], t: float) -> bool:
-    """Wait until every replay source among `sources` has emitted its rows due before clock
-    time `t`, for at most CATCH_UP_REAL_S of real time; False if one was still behind.
+@contextlib.asynccontextmanager
+async def window_closing(sources: Sequence[object], t: float) -> AsyncIterator[bool]:
+    """Close a replay's window ending at clock time `t` in order with its rows.
 
-    A replay's window ends at `t` on the same clock its sources emit by, but each wait is
-    its own timer: on a busy machine a row due just before `t` can fire just after the
-    window's timer, and its beats would miss the window they belong to. So a replay's
-    window closes once its sources have passed `t`. A live sensor promises nothing to wait
-    for. A source that crashed is not waited for beyond the limit.
+    A replay's window ends on the clock its sources emit by, but each wait is its own
+    timer: on a busy machine a row due just before `t` can fire just after the window's
+    timer, and its beats would miss the window they belong to. Inside this context the
+    heart and EDA replay sources among `sources` have emitted every row due before `t`
+    (waiting at most CATCH_UP_REAL_S of real time; the value is False if one was still
+    behind), and rows due at or after `t` are held back until it exits, so none reaches
+    the window early either. Live sensors promise nothing and are never waited for; pass
+    only sources that are running (one in backoff would cost every window the limit).
     """
-    behind = [s for s in sources if isinstance(s, _ReplaySource)]
-    deadline = time.monotonic() + CATCH_UP_REAL_S
-    while any(s.pending_before(t) for s in behind):
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.001)
-    return True
+    replays = [s for s in sources if isinstance(s, _ReplaySource) and s.windowed]
+    for source in replays:
+        source.hold(t)
+    try:
+        deadline = time.monotonic() + CATCH_UP_REAL_S
+        while any(s.pending_before(t) for s in replays):
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.001)
+        yield not any(s.pending_before(t) for s in replays)
+    finally:
+        for source in replays:
+            source.hold(None)
