@@ -32,11 +32,10 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import refit_head as rh  # noqa: E402
-from int8_layers import interpreter  # noqa: E402
+from int8_layers import interpreter, tensor_per_face  # noqa: E402
 
 from agent.bench.ferplus import crowd_metrics, happy_readings  # noqa: E402
-from agent.vision.expressions import EXPRESSIONS, classification_metrics, preprocess  # noqa: E402
-from agent.vision.interpreter import quantize  # noqa: E402
+from agent.vision.expressions import EXPRESSIONS, classification_metrics  # noqa: E402
 
 LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 FOLDS = 5
@@ -49,16 +48,8 @@ def last_stage_maps(path: Path, faces: np.ndarray) -> tuple[np.ndarray, float, i
     if len(means) != 1:
         raise ValueError(f"{path.name}: expected one MEAN op, found {len(means)}")
     src = int(means[0]["inputs"][0])
-    detail = next(d for d in it.get_tensor_details() if d["index"] == src)
-    inp = it.get_input_details()[0]
-    x = preprocess(faces, tuple(inp["shape"][1:3]))
-    out = np.empty((len(x), *detail["shape"][1:]), np.int8)
-    for i in range(len(x)):
-        it.set_tensor(inp["index"], quantize(x[i : i + 1], inp))
-        it.invoke()
-        out[i] = it.get_tensor(src)[0]
-    q = detail["quantization_parameters"]
-    return out, float(q["scales"][0]), int(q["zero_points"][0])
+    q = next(d for d in it.get_tensor_details() if d["index"] == src)["quantization_parameters"]
+    return tensor_per_face(it, src, faces), float(q["scales"][0]), int(q["zero_points"][0])
 
 
 def grid_pool(maps: np.ndarray, scale: float, zero: int, g: int) -> np.ndarray:

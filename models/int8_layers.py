@@ -26,6 +26,23 @@ def interpreter(path: Path) -> Any:
     return it
 
 
+def tensor_per_face(it: Any, index: int, faces: np.ndarray) -> np.ndarray:
+    """(N, *shape) int8: tensor `index` of interpreter `it` for each uint8 face, one face per
+    invoke, the face preprocessed and quantized as the agent does."""
+    from agent.vision.expressions import preprocess
+    from agent.vision.interpreter import quantize
+
+    inp = it.get_input_details()[0]
+    shape = next(d["shape"] for d in it.get_tensor_details() if d["index"] == index)
+    x = preprocess(faces, tuple(inp["shape"][1:3]))
+    out = np.empty((len(x), *shape[1:]), np.int8)
+    for i in range(len(x)):
+        it.set_tensor(inp["index"], quantize(x[i : i + 1], inp))
+        it.invoke()
+        out[i] = it.get_tensor(index)[0]
+    return out
+
+
 def per_channel(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """Stored integers as real numbers, float64: each times its output channel's scale (axis
     0), as TFLite stores int8 weights and int32 biases (zero point 0)."""

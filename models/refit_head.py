@@ -46,11 +46,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))  # int8_layers.py beside this file
 
-from int8_layers import interpreter, per_channel  # noqa: E402
+from int8_layers import interpreter, per_channel, tensor_per_face  # noqa: E402
 
 from agent.bench.ferplus import crowd_smile_labels  # noqa: E402
-from agent.vision.expressions import EXPRESSIONS, preprocess  # noqa: E402
-from agent.vision.interpreter import dequantize, quantize  # noqa: E402
+from agent.vision.expressions import EXPRESSIONS  # noqa: E402
+from agent.vision.interpreter import dequantize  # noqa: E402
 
 LAMBDA = 1e-4
 """L2 weight on the layer's weights (mean loss per face); fixed before any result."""
@@ -112,15 +112,9 @@ def features(path: Path, faces: np.ndarray) -> np.ndarray:
     """(N, features) float: the pooled features of each uint8 face, as the int8 file has them."""
     it = interpreter(path)
     head = find_head(it)
-    inp = it.get_input_details()[0]
     pooled = next(d for d in it.get_tensor_details() if d["index"] == head.feature)
-    x = preprocess(faces, tuple(inp["shape"][1:3]))
-    out = np.empty((len(x), head.weight_q.shape[1]), np.float32)
-    for i in range(len(x)):
-        it.set_tensor(inp["index"], quantize(x[i : i + 1], inp))  # as the agent quantizes
-        it.invoke()
-        out[i] = dequantize(it.get_tensor(head.feature), pooled).reshape(-1)
-    return out
+    q = tensor_per_face(it, head.feature, faces)
+    return dequantize(q, pooled).reshape(len(q), -1).astype(np.float32)
 
 
 def training_targets(y: np.ndarray, votes: np.ndarray) -> tuple[np.ndarray, ...]:
