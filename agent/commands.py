@@ -236,11 +236,11 @@ def cmd_vision(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or "warning")
     try:
         if args.command == "faces":
-            from agent.runtime import expression_model_path, face_detector_path
             from agent.vision.align import faces_json
             from agent.vision.expressions import ExpressionClassifier
             from agent.vision.faces import load_detector
             from agent.vision.interpreter import load_model
+            from agent.vision.stage import expression_model_path, face_detector_path
 
             m = (_load(args.config) if args.config else AgentConfig()).models
             detector = load_detector(face_detector_path(m), runtime=m.runtime)

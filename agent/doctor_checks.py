@@ -190,8 +190,8 @@ class Doctor:
         self.add("runtime", "ok", detail)
 
     def check_models(self) -> None:
-        from agent.runtime import expression_model_path, face_detector_path
         from agent.vision.interpreter import MANIFEST_NAME, read_manifest, sha256_of
+        from agent.vision.stage import expression_model_path, face_detector_path
 
         for role, path in (
             ("face detector", face_detector_path(self.cfg.models)),

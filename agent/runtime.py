@@ -24,7 +24,7 @@ from agent.affect.baseline import PersonalBaseline
 from agent.affect.summary import SummaryAccumulator
 from agent.affect.windows import WindowAggregator
 from agent.clock import Clock, ScaledClock, WallClock, iso
-from agent.config import AgentConfig, ModelsConfig
+from agent.config import AgentConfig
 from agent.events import EvidenceSink
 from agent.health import Health, LoopLagMonitor, watchdog_loop
 from agent.privacy import PauseGate, PrivacyGate
@@ -36,13 +36,10 @@ from agent.sources.base import Source
 from agent.sources.replay import replay_sources, window_closing
 from agent.supervisor import Supervisor
 from agent.telemetry import Telemetry
-from agent.vision.expressions import DEFAULT_EXPRESSION_MODEL
-from agent.vision.stage import FaceStage
+from agent.vision.stage import FaceStage, expression_model_path, face_detector_path
 
 log = logging.getLogger("agent.runtime")
 
-DEFAULT_DETECTOR = "face_detection_short_range.tflite"
-DEFAULT_EXPRESSION = DEFAULT_EXPRESSION_MODEL  # one source of truth: agent.vision.expressions
 CONNECT_WAIT_S = 10.0  # how long start-up waits for the broker before READY=1 regardless
 
 
@@ -385,20 +382,6 @@ def window_aggregator(cfg: AgentConfig, baseline_path: Path | None) -> WindowAgg
         baseline=PersonalBaseline(b.calibration_s, b.adapt_half_life_h, baseline_path),
         physiology=cfg.privacy.mode == "personal",
     )
-
-
-def face_detector_path(m: ModelsConfig) -> Path:
-    """The configured detector, else the shipped short-range BlazeFace."""
-    from agent.vision.interpreter import models_dir
-
-    return Path(m.face_detector or models_dir() / DEFAULT_DETECTOR)
-
-
-def expression_model_path(m: ModelsConfig) -> Path:
-    """The configured expression model, else the shipped default."""
-    from agent.vision.interpreter import models_dir
-
-    return Path(m.expression or models_dir() / DEFAULT_EXPRESSION)
 
 
 def run_agent(agent: Agent) -> int:

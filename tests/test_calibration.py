@@ -164,8 +164,7 @@ def test_ferplus_votes_blend_into_the_fer2013_targets() -> None:
 @needs_runtime
 def test_config_flip_average_reaches_the_live_face_pipeline(tmp_path: Path) -> None:
     from agent.config_loader import load_config
-    from agent.runtime import expression_model_path, face_detector_path
-    from agent.vision.stage import FacePipeline
+    from agent.vision.stage import FacePipeline, expression_model_path, face_detector_path
 
     cfg_path = tmp_path / "agent.yaml"
     cfg_path.write_text("models:\n  flip_average: true\n")

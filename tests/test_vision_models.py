@@ -348,7 +348,7 @@ def test_int8_tracks_the_float_reference_on_fer2013_publictest() -> None:
 
 def test_default_expression_model_and_the_other_stays_selectable() -> None:
     from agent.config import ModelsConfig
-    from agent.runtime import expression_model_path
+    from agent.vision.stage import expression_model_path
 
     assert DEFAULT_EXPRESSION_MODEL in EXPRESSION_MODELS
     assert expression_model_path(ModelsConfig()).name == DEFAULT_EXPRESSION_MODEL

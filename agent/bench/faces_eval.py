@@ -191,9 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         log(str(exc))
         return 2
     from agent.config import AgentConfig
-    from agent.runtime import expression_model_path, face_detector_path
     from agent.vision.interpreter import ModelError
-    from agent.vision.stage import FacePipeline
+    from agent.vision.stage import FacePipeline, expression_model_path, face_detector_path
 
     if args.config is not None:
         from agent.config_loader import ConfigError, load_config

@@ -16,10 +16,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agent.events import Event, EvidenceSink, FaceObservation, FrameEvent
+from agent.vision.expressions import DEFAULT_EXPRESSION_MODEL
+from agent.vision.faces import DEFAULT_DETECTOR_MODEL
+
+if TYPE_CHECKING:
+    from agent.config import ModelsConfig
 
 log = logging.getLogger("agent.faces")
 
@@ -155,3 +161,17 @@ class FaceStage:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def face_detector_path(m: ModelsConfig) -> Path:
+    """The configured detector, else the shipped short-range BlazeFace."""
+    from agent.vision.interpreter import models_dir
+
+    return Path(m.face_detector or models_dir() / DEFAULT_DETECTOR_MODEL)
+
+
+def expression_model_path(m: ModelsConfig) -> Path:
+    """The configured expression model, else the shipped default."""
+    from agent.vision.interpreter import models_dir
+
+    return Path(m.expression or models_dir() / DEFAULT_EXPRESSION_MODEL)
