@@ -136,27 +136,39 @@ def fit_head(
     w0: np.ndarray,
     b0: np.ndarray,
     lam: float = LAMBDA,
+    free_rows: list[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Weighted soft-target cross-entropy + lam * |W|^2, by L-BFGS from (w0, b0):
-    weights, bias, and whether and in how many iterations it converged."""
+    weights, bias, and whether and in how many iterations it converged. `free_rows`: the
+    output classes whose weights and bias are fitted (default all); the others stay."""
     from scipy.optimize import minimize
 
-    k, n = w0.shape[0], len(feats)
+    n = len(feats)
     f = feats.astype(np.float64)
+    rows = np.arange(len(w0)) if free_rows is None else np.asarray(free_rows)
+    w_all, b_all = np.array(w0, np.float64), np.array(b0, np.float64)
+    size = len(rows) * w0.shape[1]
+
+    def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w, b = w_all.copy(), b_all.copy()
+        w[rows], b[rows] = theta[:size].reshape(len(rows), -1), theta[size:]
+        return w, b
 
     def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w, b = theta[: k * w0.shape[1]].reshape(w0.shape), theta[k * w0.shape[1] :]
+        w, b = unpack(theta)
         z = f @ w.T + b
         z -= z.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         loss = -(weights[:, None] * targets * logp).sum() / n + lam * (w**2).sum()
         g = (np.exp(logp) * targets.sum(axis=1, keepdims=True) - targets) * weights[:, None] / n
-        return loss, np.concatenate([(g.T @ f + 2 * lam * w).ravel(), g.sum(axis=0)])
+        gw, gb = g.T @ f + 2 * lam * w, g.sum(axis=0)
+        return loss, np.concatenate([gw[rows].ravel(), gb[rows]])
 
-    theta0 = np.concatenate([w0.ravel(), b0])
+    theta0 = np.concatenate([w_all[rows].ravel(), b_all[rows]])
     res = minimize(loss_grad, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 500})
     fit = {"converged": bool(res.success), "iterations": int(res.nit)}
-    return res.x[: w0.size].reshape(w0.shape), res.x[w0.size :], fit
+    w, b = unpack(res.x)
+    return w, b, fit
 
 
 def requantize_layer(head: Head, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -179,6 +191,19 @@ def patch(model: bytes, old: np.ndarray, new: np.ndarray) -> bytes:
     return model.replace(a, b)
 
 
+def with_layer(model: bytes, head: Head, w: np.ndarray, b: np.ndarray) -> bytes:
+    """`model` (the file `head` was read from) with float layer (w, b) requantized into it."""
+    wq, bq, scales, bias_scales = requantize_layer(head, w, b)
+    for old, new in (
+        (head.weight_q, wq),
+        (head.bias_q, bq),
+        (head.weight_scales.astype(np.float32), scales),
+        (head.bias_scales, bias_scales),
+    ):
+        model = patch(model, old, new)
+    return model
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
@@ -197,15 +222,7 @@ def refit(base: Path, out: Path, fer2013: Path) -> dict[str, Any]:
     head = find_head(interpreter(base))
     feats = features(base, x)
     w, b, fit = fit_head(feats, targets, weights, head.w, head.b)
-    wq, bq, scales, bias_scales = requantize_layer(head, w, b)
-    data = original
-    for old, new in (
-        (head.weight_q, wq),
-        (head.bias_q, bq),
-        (head.weight_scales.astype(np.float32), scales),
-        (head.bias_scales, bias_scales),
-    ):
-        data = patch(data, old, new)
+    data = with_layer(original, head, w, b)
     public_logits = features(base, x_public) @ w.T + b  # read before `out` overwrites
     out.write_bytes(data)
     lo, hi = head.logit_range

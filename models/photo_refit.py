@@ -1,0 +1,221 @@
+"""Refit the last layer on FER2013 plus labelled photos seen through the live path.
+
+A build-time experiment and step (ai-edge-litert, numpy, scipy; no TensorFlow). The smiles
+step (refit_head.py) refits the int8 model's last layer on FER2013 Training's frozen
+features. This one adds real photos, each as the live camera path crops it (BlazeFace, eye
+alignment, the best-quality face), so that the layer also learns from faces framed, lit
+and sized as the agent sees them: for the London set, closed-mouth smiles labelled happy,
+which FER2013's labels mostly call neutral.
+
+    python models/photo_refit.py cv --fer2013 NPZ --labels LABELS.csv --base BASE \\
+        --weights 3 10 30 --folds 10 --by gender
+    python models/photo_refit.py build --fer2013 NPZ --labels LABELS.csv --base BASE \\
+        --weight W --out FILE
+
+`cv` is the honest estimate: folds by person (a person's photos are never on both sides),
+each fold's layer written to a real int8 file and run on the held-out photos with the
+agent's own classifier. `build` fits on every photo and writes the file to judge.
+
+Each photo gives `len(MARGINS) * 2` samples: its crop at each margin, and each mirrored;
+a photo weighs `W` in all, split evenly (a FER2013 face weighs its class weight, ~1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from int8_layers import interpreter  # noqa: E402
+from refit_head import (  # noqa: E402
+    LABEL_SMOOTHING,
+    features,
+    find_head,
+    fit_head,
+    training_targets,
+    with_layer,
+)
+
+from agent.bench.faces_eval import read_labels  # noqa: E402
+from agent.vision.align import CROP_MARGIN  # noqa: E402
+from agent.vision.expressions import EXPRESSIONS  # noqa: E402
+
+MARGINS = (CROP_MARGIN, CROP_MARGIN + 0.10, CROP_MARGIN - 0.05)
+"""Crop margins per photo: the live one first (the one held-out photos are judged on)."""
+
+
+def photo_crops(labels: Path, size: tuple[int, int] = (48, 48)) -> dict[str, Any]:
+    """Every usable row's best face as grey crops (photos, variants, h, w) uint8, its
+    class index, person and row; rows without a readable image or a face are named and
+    left out."""
+    from agent.config import AgentConfig
+    from agent.sources.session import SessionError, read_image
+    from agent.vision.align import align_face, align_faces
+    from agent.vision.faces import FaceDetector
+    from agent.vision.interpreter import load_model
+    from agent.vision.stage import face_detector_path
+
+    m = AgentConfig().models
+    det = FaceDetector(load_model(face_detector_path(m), runtime="ai-edge-litert"),
+                       min_face_px=m.min_face_px)  # fmt: skip
+    crops, ys, rows = [], [], []
+    for line, row in read_labels(labels, ["person"]):
+        label = (row.get("expression") or "").strip().lower()
+        try:
+            image = read_image(labels.parent / row["file"])
+        except (SessionError, OSError) as exc:
+            print(f"line {line}: {exc}: left out", file=sys.stderr)
+            continue
+        if label not in EXPRESSIONS:
+            print(f"line {line}: unknown expression {label!r}: left out", file=sys.stderr)
+            continue
+        faces = det.detect(image)
+        if not faces:
+            print(f"line {line}: no face found: left out", file=sys.stderr)
+            continue
+        aligned = align_faces(image, faces, size)
+        face = aligned[int(np.argmax([a.quality.overall for a in aligned]))].face
+        views = [align_face(image, face, size, margin) for margin in MARGINS]
+        crops.append(np.stack(views + [v[:, ::-1] for v in views]))
+        ys.append(EXPRESSIONS.index(label))
+        rows.append(row)
+    return {"crops": np.stack(crops), "y": np.array(ys), "rows": rows}
+
+
+def person_folds(rows: list[dict[str, str]], k: int, stratify: list[str]) -> np.ndarray:
+    """Fold of each row: persons sorted by the `stratify` columns then id, dealt round-robin,
+    so each fold gets a share of every group and a person's photos share one fold."""
+    persons = sorted({(*(r.get(c) or "" for c in stratify), r["person"]) for r in rows})
+    fold = {p[-1]: i % k for i, p in enumerate(persons)}
+    return np.array([fold[r["person"]] for r in rows])
+
+
+def photo_targets(y: np.ndarray, variants: int, weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed one-hot targets and weights for each photo's variants, photo-major."""
+    t = np.full((len(y), len(EXPRESSIONS)), LABEL_SMOOTHING / len(EXPRESSIONS))
+    t[np.arange(len(y)), y] += 1 - LABEL_SMOOTHING
+    return np.repeat(t, variants, axis=0), np.full(len(y) * variants, weight / variants)
+
+
+class Refitter:
+    """The FER2013 part of the fit, read once; `fit` adds photos and returns the file."""
+
+    def __init__(self, base: Path, fer2013: Path, cache: Path | None = None) -> None:
+        self.base, self.original = base, base.read_bytes()
+        self.head = find_head(interpreter(base))
+        with np.load(fer2013) as d:
+            x, y, votes = d["x_train"], d["y_train"].astype(np.int64), d["ferplus_train"]
+        _, self.targets, self.weights = training_targets(y, votes)
+        if cache is not None and cache.is_file():
+            self.feats = np.load(cache)
+        else:
+            self.feats = features(base, x)
+            if cache is not None:
+                np.save(cache, self.feats)
+
+    def fit(
+        self,
+        photo_feats: np.ndarray,
+        y: np.ndarray,
+        weight: float,
+        free: list[int] | None = None,
+    ) -> tuple[bytes, dict[str, Any]]:
+        variants = len(photo_feats) // max(len(y), 1)
+        t, w = photo_targets(y, variants, weight)
+        feats = np.concatenate([self.feats, photo_feats])
+        targets, weights = np.concatenate([self.targets, t]), np.concatenate([self.weights, w])
+        wt, b, info = fit_head(feats, targets, weights, self.head.w, self.head.b, free_rows=free)
+        return with_layer(self.original, self.head, wt, b), info
+
+
+def predict_file(model: bytes, crops: np.ndarray) -> np.ndarray:
+    """Class of each crop by the agent's own classifier on an int8 file given as bytes."""
+    from agent.vision.expressions import ExpressionClassifier
+    from agent.vision.interpreter import load_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "candidate.tflite"
+        path.write_bytes(model)
+        clf = ExpressionClassifier(load_model(path, runtime="ai-edge-litert"))
+        return clf.predict(crops).argmax(axis=1)
+
+
+def rates(y: np.ndarray, pred: np.ndarray, rows: list[dict[str, str]], by: list[str]) -> dict:
+    """Smiles read happy and neutral read not-happy, overall and per group, as counts."""
+    happy, neutral = EXPRESSIONS.index("happy"), EXPRESSIONS.index("neutral")
+
+    def block(mask: np.ndarray) -> dict[str, Any]:
+        s, n = mask & (y == happy), mask & (y == neutral)
+        return {"smiles_happy": f"{int(np.sum(pred[s] == happy))}/{int(s.sum())}",
+                "neutral_not_happy": f"{int(np.sum(pred[n] != happy))}/{int(n.sum())}"}  # fmt: skip
+
+    out = {"overall": block(np.ones(len(y), bool))}
+    for c in by:
+        col = np.array([r.get(c) or "" for r in rows])
+        out[c] = {v: block(col == v) for v in sorted(set(col))}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("mode", choices=("cv", "build"))
+    p.add_argument("--fer2013", type=Path, required=True)
+    p.add_argument("--labels", type=Path, required=True, help="CSV: file, expression, person")
+    p.add_argument("--base", type=Path, required=True, help="the int8 file before any refit")
+    p.add_argument("--weights", type=float, nargs="+", default=[10.0], help="cv: W grid")
+    p.add_argument("--weight", type=float, default=10.0, help="build: W")
+    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--free", nargs="+", choices=EXPRESSIONS, metavar="CLASS",
+                   help="refit only these classes' rows of the layer (default: all)")  # fmt: skip
+    p.add_argument("--by", action="append", default=[], metavar="COLUMN")
+    p.add_argument("--compare", type=Path, help="cv: an int8 file to score on the same crops")
+    p.add_argument("--cache", type=Path, help="FER2013 features, .npy (read or written)")
+    p.add_argument("--out", type=Path, help="build: the file to write; cv: a JSON report")
+    a = p.parse_args(argv)
+
+    photos = photo_crops(a.labels)
+    crops, y, rows = photos["crops"], photos["y"], photos["rows"]
+    n, v = crops.shape[:2]
+    print(f"{n} photos, {v} views each; classes {dict(Counter(EXPRESSIONS[i] for i in y))}")
+    feats = features(a.base, crops.reshape(n * v, *crops.shape[2:])).reshape(n, v, -1)
+    refitter = Refitter(a.base, a.fer2013, a.cache)
+    free = None if a.free is None else [EXPRESSIONS.index(c) for c in a.free]
+    if a.mode == "build":
+        if a.out is None:
+            p.error("build needs --out")
+        model, info = refitter.fit(feats.reshape(n * v, -1), y, a.weight, free)
+        a.out.write_bytes(model)
+        print(f"wrote {a.out} (W={a.weight}, fit {info})")
+        print(json.dumps(rates(y, predict_file(model, crops[:, 0]), rows, a.by)))
+        return 0
+    report: dict[str, Any] = {}
+    if a.compare is not None:
+        report["compare"] = rates(y, predict_file(a.compare.read_bytes(), crops[:, 0]), rows, a.by)
+        print("compare", json.dumps(report["compare"]))
+    folds = person_folds(rows, a.folds, a.by)
+    for weight in a.weights:
+        pred = np.empty(n, np.int64)
+        for k in range(a.folds):
+            held = folds == k
+            held_out = feats[~held].reshape(-1, feats.shape[2])
+            model, _ = refitter.fit(held_out, y[~held], weight, free)
+            pred[held] = predict_file(model, crops[held, 0])
+        report[f"W={weight:g}"] = rates(y, pred, rows, a.by)
+        print(f"W={weight:g}", json.dumps(report[f"W={weight:g}"]), flush=True)
+    if a.out is not None:
+        a.out.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

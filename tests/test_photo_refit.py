@@ -1,0 +1,137 @@
+"""models/photo_refit.py: the last layer refitted with labelled photos seen through the live
+path, judged by folds by person.
+
+The real run reads FER2013 and the London set from ../shared, which the suite never needs:
+here the demo session's own frames (one actor) and a few synthetic FER2013 faces check the
+mechanics that must hold for any data.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+pytest.importorskip("ai_edge_litert", reason="photo_refit reads features with ai-edge-litert")
+pytest.importorskip("scipy.optimize", reason="the refit fits with scipy")
+sys.path.insert(0, str(ROOT / "models"))
+import photo_refit
+import refit_head
+
+from agent.sources.session import demo_session_path
+from agent.vision.expressions import EXPRESSIONS
+
+BASE = ROOT / "models" / "emotion_vgg48_int8.tflite"
+
+
+def test_folds_keep_each_persons_photos_together_and_deal_every_group() -> None:
+    rows = [
+        {"person": f"{i:03d}", "gender": "female" if i % 3 else "male", "file": f"{i}_{e}"}
+        for i in range(30)
+        for e in ("n", "s")
+    ]
+    folds = photo_refit.person_folds(rows, 5, ["gender"])
+    by_person: dict[str, set[int]] = {}
+    for r, f in zip(rows, folds, strict=True):
+        by_person.setdefault(r["person"], set()).add(int(f))
+    assert all(len(f) == 1 for f in by_person.values())  # never on both sides
+    for k in range(5):
+        genders = {r["gender"] for r, f in zip(rows, folds, strict=True) if f == k}
+        assert genders == {"female", "male"}
+    assert np.array_equal(folds, photo_refit.person_folds(rows[::-1], 5, ["gender"])[::-1])
+
+
+def test_photo_targets_are_smoothed_one_hot_and_a_photo_weighs_w() -> None:
+    y = np.array([EXPRESSIONS.index("happy"), EXPRESSIONS.index("neutral")])
+    t, w = photo_refit.photo_targets(y, 6, 30.0)
+    assert t.shape == (12, 7) and w.shape == (12,)
+    assert np.allclose(t.sum(axis=1), 1.0)
+    assert (t[:6].argmax(axis=1) == y[0]).all() and (t[6:].argmax(axis=1) == y[1]).all()
+    assert w[:6].sum() == pytest.approx(30.0) and w[6:].sum() == pytest.approx(30.0)
+
+
+def test_fit_head_with_free_rows_moves_only_those_rows() -> None:
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=(400, 12))
+    t = rng.dirichlet(np.ones(7), 400)
+    w0, b0 = rng.normal(size=(7, 12)), rng.normal(size=7)
+    weights = np.ones(400)
+    w, b, fit = refit_head.fit_head(f, t, weights, w0, b0, free_rows=[3])
+    assert fit["iterations"] > 0
+    assert np.array_equal(np.delete(w, 3, 0), np.delete(w0, 3, 0))
+    assert np.array_equal(np.delete(b, 3), np.delete(b0, 3))
+    assert not np.allclose(w[3], w0[3])
+    every = refit_head.fit_head(f, t, weights, w0, b0, free_rows=list(range(7)))
+    default = refit_head.fit_head(f, t, weights, w0, b0)
+    assert np.array_equal(every[0], default[0]) and np.array_equal(every[1], default[1])
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("photos")
+    frames = demo_session_path() / "frames"
+    rows = ["file,expression,person,gender"]
+    for i, name in enumerate(("neutral_0000.png", "neutral_0010.png", "happy_0030.png")):
+        shutil.copy(frames / name, d / name)
+        rows.append(f"{name},{name.split('_')[0]},p{i},male")
+    from PIL import Image
+
+    Image.fromarray(np.full((96, 128), 128, np.uint8)).save(d / "blank.png")
+    rows.append("blank.png,neutral,p9,female")  # no face: left out, named
+    (d / "labels.csv").write_text("\n".join(rows) + "\n")
+    return d / "labels.csv"
+
+
+def test_photo_crops_are_the_live_crop_and_its_views(photos: Path, capsys) -> None:
+    got = photo_refit.photo_crops(photos)
+    crops = got["crops"]
+    views = len(photo_refit.MARGINS)
+    assert crops.shape == (3, 2 * views, 48, 48) and crops.dtype == np.uint8
+    assert [r["file"] for r in got["rows"]] == ["neutral_0000.png", "neutral_0010.png",
+                                                 "happy_0030.png"]  # fmt: skip
+    assert np.array_equal(crops[:, views:], crops[:, :views, :, ::-1])  # the mirrors
+    assert not np.array_equal(crops[:, 0], crops[:, 1])  # another margin, another crop
+    assert "line 5: no face found" in capsys.readouterr().err
+
+    # the first view is what the live path classifies: the same class as the agent's own
+    from agent.config import AgentConfig
+    from agent.sources.session import read_image
+    from agent.vision.stage import FacePipeline, expression_model_path, face_detector_path
+
+    m = AgentConfig().models
+    pipe = FacePipeline(face_detector_path(m), expression_model_path(m), "ai-edge-litert", 1,
+                        m.min_face_px, False)  # fmt: skip
+    live = [pipe.analyse(read_image(photos.parent / r["file"]))[0][0] for r in got["rows"]]
+    by_crop = pipe.classifier.predict(crops[:, 0])
+    assert np.allclose(np.array(live), by_crop)
+
+
+def test_a_heavily_weighted_photo_is_learnt_by_the_happy_row(photos: Path, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    n = 60
+    fer = tmp_path / "mini.npz"
+    np.savez(
+        fer,
+        x_train=rng.integers(0, 256, (n, 48, 48), dtype=np.uint8),
+        y_train=np.arange(n) % 7,
+        ferplus_train=rng.integers(0, 6, (n, 10)),
+    )
+    got = photo_refit.photo_crops(photos)
+    crops, y = got["crops"], got["y"].copy()
+    happy = EXPRESSIONS.index("happy")
+    y[0] = happy  # a neutral frame, labelled happy on purpose
+    n_photos, v = crops.shape[:2]
+    feats = refit_head.features(BASE, crops.reshape(n_photos * v, 48, 48))
+    refitter = photo_refit.Refitter(BASE, fer)
+    before = photo_refit.predict_file(BASE.read_bytes(), crops[:, 0])
+    assert before[0] != happy
+    model, info = refitter.fit(feats, y, 500.0, [happy])
+    assert info["iterations"] > 0
+    after = photo_refit.predict_file(model, crops[:, 0])
+    assert after[0] == happy and after[2] == happy
+    assert len(model) == BASE.stat().st_size
