@@ -162,7 +162,7 @@ def rates(y: np.ndarray, pred: np.ndarray, rows: list[dict[str, str]], by: list[
     out = {"overall": block(np.ones(len(y), bool))}
     for c in by:
         col = np.array([r.get(c) or "" for r in rows])
-        out[c] = {v: block(col == v) for v in sorted(set(col))}
+        out[c] = {str(v): block(col == v) for v in sorted(set(col))}
     return out
 
 

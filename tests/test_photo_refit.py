@@ -135,3 +135,49 @@ def test_a_heavily_weighted_photo_is_learnt_by_the_happy_row(photos: Path, tmp_p
     after = photo_refit.predict_file(model, crops[:, 0])
     assert after[0] == happy and after[2] == happy
     assert len(model) == BASE.stat().st_size
+
+
+def _conv3x3_relu(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) 'same' 3x3 convolution + bias + ReLU, in numpy."""
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, wd = x.shape[1:3]
+    out = sum(p[:, i : i + h, j : j + wd, :] @ w[i, j] for i in range(3) for j in range(3))
+    return np.maximum(out + b, 0.0)
+
+
+def test_stage4_cache_reads_the_files_own_stage3_and_last_layers(photos: Path, tmp_path) -> None:
+    import stage4_refit
+
+    rng = np.random.default_rng(0)
+    fer = tmp_path / "mini.npz"
+    np.savez(
+        fer,
+        x_train=rng.integers(0, 256, (14, 48, 48), dtype=np.uint8),
+        y_train=np.arange(14) % 7,
+        ferplus_train=rng.integers(0, 6, (14, 10)),
+        x_public=rng.integers(0, 256, (5, 48, 48), dtype=np.uint8),
+        y_public=np.arange(5),
+    )
+    out = tmp_path / "s3.npz"
+    stage4_refit.cache(fer, photos, BASE, out)
+    c = dict(np.load(out))
+    assert c["fer"].shape == (14, 6, 6, 96) and c["fer"].dtype == np.int8
+    assert c["photos"].shape == (3, 2 * len(photo_refit.MARGINS), 6, 6, 96)
+    assert c["fer_targets"].shape == (14, 7) and c["public"].shape == (5, 6, 6, 96)
+    assert c["layer0_w"].shape == (3, 3, 96, 192) and c["layer3_w"].shape == (192, 7)
+
+    # the cached map through the cached layers, in float, is what the int8 file computes
+    x = stage4_refit.real(c, c["photos"].reshape(-1, 6, 6, 96))
+    for i in range(3):
+        x = _conv3x3_relu(x, c[f"layer{i}_w"], c[f"layer{i}_b"])
+    logits = x.mean(axis=(1, 2)) @ c["layer3_w"] + c["layer3_b"]
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    float_probs = z / z.sum(axis=1, keepdims=True)
+    crops = photo_refit.photo_crops(photos)["crops"].reshape(-1, 48, 48)
+    from agent.vision.expressions import ExpressionClassifier
+    from agent.vision.interpreter import load_model
+
+    int8_probs = ExpressionClassifier(load_model(BASE), temperature=1.0).predict(crops)
+    agree = np.mean(float_probs.argmax(axis=1) == int8_probs.argmax(axis=1))
+    assert agree >= 0.85, agree
+    assert np.abs(float_probs - int8_probs).max() < 0.05
