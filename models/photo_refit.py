@@ -23,6 +23,7 @@ a photo weighs `W` in all, split evenly (a FER2013 face weighs its class weight,
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -54,10 +55,12 @@ MARGINS = (CROP_MARGIN, CROP_MARGIN + 0.10, CROP_MARGIN - 0.05)
 """Crop margins per photo: the live one first (the one held-out photos are judged on)."""
 
 
-def photo_crops(labels: Path, size: tuple[int, int] = (48, 48)) -> dict[str, Any]:
+def photo_crops(
+    labels: Path, size: tuple[int, int] = (48, 48), by: list[str] | None = None
+) -> dict[str, Any]:
     """Every usable row's best face as grey crops (photos, variants, h, w) uint8, its
     class index, person and row; rows without a readable image or a face are named and
-    left out."""
+    left out. The file must have `person` and every `by` column (LabelsError otherwise)."""
     from agent.config import AgentConfig
     from agent.sources.session import SessionError, read_image
     from agent.vision.align import align_face, align_faces
@@ -69,7 +72,7 @@ def photo_crops(labels: Path, size: tuple[int, int] = (48, 48)) -> dict[str, Any
     det = FaceDetector(load_model(face_detector_path(m), runtime="ai-edge-litert"),
                        min_face_px=m.min_face_px)  # fmt: skip
     crops, ys, rows = [], [], []
-    for line, row in read_labels(labels, ["person"]):
+    for line, row in read_labels(labels, ["person", *(by or [])]):
         label = (row.get("expression") or "").strip().lower()
         try:
             image = read_image(labels.parent / row["file"])
@@ -116,12 +119,17 @@ class Refitter:
         with np.load(fer2013) as d:
             x, y, votes = d["x_train"], d["y_train"].astype(np.int64), d["ferplus_train"]
         _, self.targets, self.weights = training_targets(y, votes)
+        digest = hashlib.sha256(self.original).hexdigest()
         if cache is not None and cache.is_file():
-            self.feats = np.load(cache)
+            with np.load(cache) as c:
+                if str(c["base_sha256"]) != digest:
+                    raise SystemExit(f"{cache} holds another base's features: remove it")
+                self.feats = c["feats"]
         else:
             self.feats = features(base, x)
             if cache is not None:
-                np.save(cache, self.feats)
+                with open(cache, "wb") as f:  # a file object: np.savez adds no suffix
+                    np.savez(f, feats=self.feats, base_sha256=digest)
 
     def fit(
         self,
@@ -150,7 +158,9 @@ def predict_file(model: bytes, crops: np.ndarray) -> np.ndarray:
         return clf.predict(crops).argmax(axis=1)
 
 
-def rates(y: np.ndarray, pred: np.ndarray, rows: list[dict[str, str]], by: list[str]) -> dict:
+def rates(
+    y: np.ndarray, pred: np.ndarray, rows: list[dict[str, str]], by: list[str]
+) -> dict[str, Any]:
     """Smiles read happy and neutral read not-happy, overall and per group, as counts."""
     happy, neutral = EXPRESSIONS.index("happy"), EXPRESSIONS.index("neutral")
 
@@ -179,11 +189,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="refit only these classes' rows of the layer (default: all)")  # fmt: skip
     p.add_argument("--by", action="append", default=[], metavar="COLUMN")
     p.add_argument("--compare", type=Path, help="cv: an int8 file to score on the same crops")
-    p.add_argument("--cache", type=Path, help="FER2013 features, .npy (read or written)")
+    p.add_argument("--cache", type=Path, help="FER2013 features, .npz (read or written)")
     p.add_argument("--out", type=Path, help="build: the file to write; cv: a JSON report")
     a = p.parse_args(argv)
 
-    photos = photo_crops(a.labels)
+    photos = photo_crops(a.labels, by=a.by)
     crops, y, rows = photos["crops"], photos["y"], photos["rows"]
     n, v = crops.shape[:2]
     print(f"{n} photos, {v} views each; classes {dict(Counter(EXPRESSIONS[i] for i in y))}")
@@ -207,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         pred = np.empty(n, np.int64)
         for k in range(a.folds):
             held = folds == k
-            held_out = feats[~held].reshape(-1, feats.shape[2])
-            model, _ = refitter.fit(held_out, y[~held], weight, free)
+            train_feats = feats[~held].reshape(-1, feats.shape[2])
+            model, _ = refitter.fit(train_feats, y[~held], weight, free)
             pred[held] = predict_file(model, crops[held, 0])
         report[f"W={weight:g}"] = rates(y, pred, rows, a.by)
         print(f"W={weight:g}", json.dumps(report[f"W={weight:g}"]), flush=True)

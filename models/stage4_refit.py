@@ -11,6 +11,10 @@ base's own stage-3 output, cached once, so an epoch costs seconds, not minutes:
         --weights 30 100 --folds 10                   # TensorFlow
     /work/tfvenv/bin/python models/stage4_refit.py fit --cache /work/ckpt/s3.npz \\
         --weight W --out /work/ckpt/s4_W.npz          # every photo: the candidate's layers
+    /work/tfvenv/bin/python models/stage4_refit.py export --base BASE \
+        --stage4 /work/ckpt/s4_W.npz --out /work/ckpt/s4_run    # a folder the vgg48 step reads
+    /work/tfvenv/bin/python models/build_models.py vgg48 --fer2013 NPZ \
+        --ckpt /work/ckpt/s4_run --out DIR                       # the int8 file, measured
 
 The cached inputs are the faces as they are, unaugmented (the London photos bring their 6
 views: photo_refit.MARGINS, each mirrored). `cv` folds by person as photo_refit does and
@@ -89,6 +93,7 @@ def cache(fer2013: Path, labels: Path, base: Path, out: Path) -> None:
 
 
 def real(c: Any, a: np.ndarray) -> np.ndarray:
+    """Cached int8 stage-3 outputs as the real numbers they stand for."""
     return (a.astype(np.float32) - int(c["zero"])) * float(c["scale"])
 
 
@@ -96,16 +101,17 @@ def stage4_model(c: Any) -> Any:
     """Stage 4 + pooling + dropout + head, logits out, set to the base's weights."""
     import tf_keras as keras
     from tf_keras import layers
+    from vgg48 import DEFAULTS
 
     inp = keras.Input(STAGE4_INPUT)
     x = inp
     convs = []
-    for _ in range(3):
-        conv = layers.Conv2D(192, 3, padding="same", activation="relu")
+    for _ in range(DEFAULTS["blocks"][-1]):
+        conv = layers.Conv2D(DEFAULTS["widths"][-1], 3, padding="same", activation="relu")
         x = conv(x)
         convs.append(conv)
     x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.3)(x)
+    x = layers.Dropout(DEFAULTS["dropout"])(x)
     head = layers.Dense(7)
     model = keras.Model(inp, head(x))
     for i, layer in enumerate([*convs, head]):
@@ -136,6 +142,7 @@ def train(c: Any, photos: np.ndarray, y: np.ndarray, weight: float, epochs: int 
 
 
 def predict(model: Any, c: Any, q: np.ndarray) -> np.ndarray:
+    """Class of each cached int8 stage-3 output by the float stage `model`."""
     return model.predict(real(c, q), batch_size=256, verbose=0).argmax(axis=1)
 
 
@@ -149,18 +156,21 @@ def export_folder(base: Path, stage4: Path, out: Path, about: dict[str, Any]) ->
 
     if (out / "state.json").exists():
         raise SystemExit(f"{out} already holds a run: give a new folder")
-    cfg = {**DEFAULTS, "batchnorm": False, "epochs": 3, "select": "last",
+    cfg = {**DEFAULTS, "batchnorm": False, "epochs": 3, "select": "last", "stage4_refit": about,
            "init": {"file": base.name, "sha256": sha256_of(base)}}  # fmt: skip
     net = build_model(cfg)
     load_int8_weights(net, base)
     dense = [ly for ly in net.layers if isinstance(ly, layers.Conv2D | layers.Dense)]
     with np.load(stage4) as s4:
-        for i, layer in enumerate(dense[FIRST_LAYER:]):
+        ours = dense[FIRST_LAYER:]
+        if len(ours) != 4 or any(f"layer{i}_w" not in s4 for i in range(4)):
+            raise SystemExit(f"{stage4}: expected 4 layers (3 convolutions and the head)")
+        for i, layer in enumerate(ours):
             layer.set_weights([s4[f"layer{i}_w"], s4[f"layer{i}_b"]])
     out.mkdir(parents=True, exist_ok=True)
     net.save_weights(str(out / "best.weights.h5"))
     last = {"epoch": 3, "seconds": about.get("seconds", 0.0)}  # the whole fit, one record
-    state = {"config": cfg, "epoch": 3, "best": last, "history": [last], "stage4_refit": about}
+    state = {"config": cfg, "epoch": 3, "best": last, "history": [last]}
     (out / "state.json").write_text(json.dumps(state, indent=1))
 
 
@@ -180,7 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.mode == "export":
         from agent.vision.interpreter import sha256_of
 
-        about = {"stage4": a.stage4.name, "sha256": sha256_of(a.stage4)}
+        if a.base is None or a.stage4 is None or a.out is None:
+            p.error("export needs --base, --stage4 and --out")
+        with np.load(a.stage4) as s4:
+            about = {
+                "stage4": a.stage4.name,
+                "sha256": sha256_of(a.stage4),
+                "photo_weight": float(s4["weight"]) if "weight" in s4 else None,
+                "seconds": float(s4["seconds"]) if "seconds" in s4 else 0.0,
+                "data": "FER2013 Training + the labelled photos of --labels (see cache)",
+            }
         export_folder(a.base, a.stage4, a.out, about)
         print(f"wrote {a.out}: build_models.py vgg48 --ckpt {a.out}")
         return 0
@@ -195,12 +214,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"one epoch: {time.perf_counter() - t0:.1f} s")
         return 0
     if a.mode == "fit":
+        t0 = time.perf_counter()
         model = train(c, photos, y, a.weight)
+        seconds = time.perf_counter() - t0
         pred = predict(model, c, c["public"])
         print(f"PublicTest float (int8 stage-3 inputs): {np.mean(pred == c['y_public']):.4f}")
         layers = [ly for ly in model.layers if ly.get_weights()]
-        np.savez(a.out, **{f"layer{i}_{k}": w for i, ly in enumerate(layers)
-                           for k, w in zip("wb", ly.get_weights(), strict=True)})  # fmt: skip
+        np.savez(a.out, weight=a.weight, seconds=seconds,
+                 **{f"layer{i}_{k}": w for i, ly in enumerate(layers)
+                    for k, w in zip("wb", ly.get_weights(), strict=True)})  # fmt: skip
         print(f"wrote {a.out}")
         return 0
     from photo_refit import rates

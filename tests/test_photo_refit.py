@@ -66,9 +66,15 @@ def test_fit_head_with_free_rows_moves_only_those_rows() -> None:
     assert np.array_equal(np.delete(w, 3, 0), np.delete(w0, 3, 0))
     assert np.array_equal(np.delete(b, 3), np.delete(b0, 3))
     assert not np.allclose(w[3], w0[3])
-    every = refit_head.fit_head(f, t, weights, w0, b0, free_rows=list(range(7)))
-    default = refit_head.fit_head(f, t, weights, w0, b0)
-    assert np.array_equal(every[0], default[0]) and np.array_equal(every[1], default[1])
+    # by default every row is fitted: each moves, and the loss is at a minimum in all of them
+    wd, bd, _ = refit_head.fit_head(f, t, weights, w0, b0)
+    assert all(not np.allclose(wd[k], w0[k]) for k in range(7))
+    z = f @ wd.T + bd
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    grad_w = (p - t).T @ f / len(f) + 2 * refit_head.LAMBDA * wd
+    assert np.abs(grad_w).max() < 1e-3
+    assert np.abs(w[3] - wd[3]).max() > 1e-3  # the other rows fixed: another optimum for row 3
 
 
 @pytest.fixture(scope="module")

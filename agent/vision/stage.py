@@ -23,6 +23,7 @@ import numpy as np
 from agent.events import Event, EvidenceSink, FaceObservation, FrameEvent
 from agent.vision.expressions import DEFAULT_EXPRESSION_MODEL
 from agent.vision.faces import DEFAULT_DETECTOR_MODEL
+from agent.vision.interpreter import models_dir
 
 if TYPE_CHECKING:
     from agent.config import ModelsConfig
@@ -165,13 +166,9 @@ class FaceStage:
 
 def face_detector_path(m: ModelsConfig) -> Path:
     """The configured detector, else the shipped short-range BlazeFace."""
-    from agent.vision.interpreter import models_dir
-
     return Path(m.face_detector or models_dir() / DEFAULT_DETECTOR_MODEL)
 
 
 def expression_model_path(m: ModelsConfig) -> Path:
     """The configured expression model, else the shipped default."""
-    from agent.vision.interpreter import models_dir
-
     return Path(m.expression or models_dir() / DEFAULT_EXPRESSION_MODEL)
