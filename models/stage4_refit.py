@@ -128,7 +128,7 @@ def train(c: Any, photos: np.ndarray, y: np.ndarray, weight: float, epochs: int 
     keras.utils.set_random_seed(0)
     n, v = photos.shape[:2]
     t, w = photo_targets(y, v, weight)
-    x = np.concatenate([real(c, c["fer"]), real(c, photos.reshape(n * v, *STAGE4_INPUT))])
+    x = np.concatenate([c["fer_real"], real(c, photos.reshape(n * v, *STAGE4_INPUT))])
     targets = np.concatenate([c["fer_targets"], t.astype(np.float32)])
     weights = np.concatenate([c["fer_weights"], w.astype(np.float32)])
     model = stage4_model(c)
@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         cache(a.fer2013, a.labels, a.base, a.out)
         return 0
     c = dict(np.load(a.cache))
+    c["fer_real"] = real(c, c["fer"])  # once, not once per fold and weight
     photos, y, gender = c["photos"], c["y_photos"], c["gender"]
     if a.mode == "time":  # one epoch, nothing scored
         t0 = time.perf_counter()

@@ -149,3 +149,20 @@ def availability_state(payload: bytes) -> bytes:
 
 def agent_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "agent", *args]
+
+
+def mini_fer2013(path: Path, train: int = 0, public: int = 0, seed: int = 0) -> Path:
+    """A FER2013 file in ../shared's layout, of random faces, for tests that need one: for
+    each split asked for, `x_<split>` (N, 48, 48) uint8, `y_<split>` the classes in turn and
+    `ferplus_<split>` random crowd votes (N, 10)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in (("train", train), ("public", public)):
+        if n:
+            arrays[f"x_{split}"] = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
+            arrays[f"y_{split}"] = np.arange(n) % 7
+            arrays[f"ferplus_{split}"] = rng.integers(0, 6, (n, 10))
+    np.savez(path, **arrays)
+    return path

@@ -12,7 +12,7 @@ import pytest
 
 from agent.bench.ferplus import HAPPY, NEUTRAL, crowd_metrics, vote_distribution
 from agent.vision.interpreter import available_runtimes
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mini_fer2013
 
 # columns: neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF
 VOTES = np.array(
@@ -59,16 +59,8 @@ def test_crowd_metrics_count_subtle_smiles_and_the_majority() -> None:
 def test_vision_eval_reports_the_crowd_figures_from_the_votes_beside_the_crops(
     tmp_path: Path,
 ) -> None:
-    rng = np.random.default_rng(0)
     n = 40
-    npz = tmp_path / "mini.npz"
-    np.savez(
-        npz,
-        x_public=rng.integers(0, 256, (n, 48, 48), dtype=np.uint8),
-        y_public=rng.integers(0, 7, n),
-        ferplus_public=rng.integers(0, 6, (n, 10)),
-        ferplus_train=rng.integers(0, 6, (n + 5, 10)),
-    )
+    npz = mini_fer2013(tmp_path / "mini.npz", train=n + 5, public=n)
     out = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "agent.bench.vision_eval", "--npz", str(npz), "--repeats", "2",
            "--model", "emotion_vgg48_int8.tflite", "--runtime", available_runtimes()[0],

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mini_fer2013
 
 pytest.importorskip("ai_edge_litert", reason="photo_refit reads features with ai-edge-litert")
 pytest.importorskip("scipy.optimize", reason="the refit fits with scipy")
@@ -118,15 +118,7 @@ def test_photo_crops_are_the_live_crop_and_its_views(photos: Path, capsys) -> No
 
 
 def test_a_heavily_weighted_photo_is_learnt_by_the_happy_row(photos: Path, tmp_path) -> None:
-    rng = np.random.default_rng(0)
-    n = 60
-    fer = tmp_path / "mini.npz"
-    np.savez(
-        fer,
-        x_train=rng.integers(0, 256, (n, 48, 48), dtype=np.uint8),
-        y_train=np.arange(n) % 7,
-        ferplus_train=rng.integers(0, 6, (n, 10)),
-    )
+    fer = mini_fer2013(tmp_path / "mini.npz", train=60)
     got = photo_refit.photo_crops(photos)
     crops, y = got["crops"], got["y"].copy()
     happy = EXPRESSIONS.index("happy")
@@ -154,16 +146,7 @@ def _conv3x3_relu(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_stage4_cache_reads_the_files_own_stage3_and_last_layers(photos: Path, tmp_path) -> None:
     import stage4_refit
 
-    rng = np.random.default_rng(0)
-    fer = tmp_path / "mini.npz"
-    np.savez(
-        fer,
-        x_train=rng.integers(0, 256, (14, 48, 48), dtype=np.uint8),
-        y_train=np.arange(14) % 7,
-        ferplus_train=rng.integers(0, 6, (14, 10)),
-        x_public=rng.integers(0, 256, (5, 48, 48), dtype=np.uint8),
-        y_public=np.arange(5),
-    )
+    fer = mini_fer2013(tmp_path / "mini.npz", train=14, public=5)
     out = tmp_path / "s3.npz"
     stage4_refit.cache(fer, photos, BASE, out)
     c = dict(np.load(out))
