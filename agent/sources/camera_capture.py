@@ -187,11 +187,24 @@ class _ThreadedCamera:
 
     async def _open_camera(self) -> Any:
         """Open on a worker thread. If cancelled meanwhile, the camera still finishes opening
-        and is then closed: leaked, it would be busy for every restart after."""
-        opening = asyncio.ensure_future(asyncio.to_thread(self._open))
+        and is then closed: leaked, it would be busy for every restart after. The worker
+        closes it itself, so the close is done when the executor is (asyncio.run waits for
+        that); only a camera handed back just before the cancellation is closed by a thread
+        of its own."""
+        abandoned = threading.Event()
+
+        def open_unless_abandoned() -> Any:
+            handle = self._open()
+            if abandoned.is_set():
+                self._close(handle)
+                raise CameraError(f"{self.name}: opening abandoned, camera closed again")
+            return handle
+
+        opening = asyncio.ensure_future(asyncio.to_thread(open_unless_abandoned))
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
+            abandoned.set()
 
             def close_if_opened(done: asyncio.Future[Any]) -> None:
                 if not done.cancelled() and done.exception() is None:
