@@ -278,6 +278,22 @@ def test_cancelled_while_opening_still_closes_the_camera(pi4):
     asyncio.run(body())
 
 
+def test_a_camera_cancelled_while_opening_is_closed_before_the_loop_ends(pi4):
+    # a shutdown that cancels the camera mid-open and returns at once: the camera must be
+    # closed by then, not by a thread that outlives the loop
+    pi4.faults.start_delay_s = 0.3
+
+    async def body() -> None:
+        task = asyncio.create_task(PiCameraSource(config()).run(ListSink()))
+        await asyncio.sleep(0.1)  # inside start()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(body())
+    assert pi4.instances == 1 and not pi4.open_cameras
+
+
 @pytest.mark.faults
 def test_dropped_count_survives_a_restart(pi4):
     pi4.faults.capture_error_after = 10
