@@ -22,6 +22,10 @@ so old checkpoints still export as they were trained. With the sharp split, new 
 no blur. `--labels crowd_smiles` teaches every face the FER+ crowd's plurality calls happy
 as happy (agent/bench/ferplus.py `crowd_smile_labels`: FER2013's labeller called most
 closed-mouth smiles neutral); class weights still come from FER2013's label counts.
+`--crowd-head WEIGHT` keeps the labels and instead trains a second, training-only head on
+the crowd's vote distribution from the same pooled features (vgg48.with_crowd_head), so
+the features learn what the crowd sees while the shipped head learns FER2013's labels;
+only the shipped network is saved and exported.
 
 Fine-tuning: `--init INT8.tflite` starts from an int8 vgg48's weights, dequantized with
 BatchNorm folded in (the run's config then says "batchnorm": false, and records the file's
@@ -84,12 +88,14 @@ from vgg48 import (  # noqa: E402
     load_int8_weights,
     load_int8_weights_unfolded,
     public_inputs,
+    with_crowd_head,
 )
 
 from agent.bench.ferplus import (  # noqa: E402
     crowd_metrics,
     crowd_smile_labels,
     happy_readings,
+    vote_distribution,
 )
 from agent.vision.expressions import (  # noqa: E402
     EXPRESSIONS,
@@ -173,7 +179,7 @@ def train(args: argparse.Namespace) -> int:
             cfg["widths"], cfg["stem"] = args.widths, args.widths[0]
         if args.blocks:
             cfg["blocks"] = args.blocks
-        for key in ("lr", "warmup", "labels", "select"):
+        for key in ("lr", "warmup", "labels", "select", "crowd_head"):
             if getattr(args, key, None) is not None:
                 cfg[key] = getattr(args, key)
         if getattr(args, "init", None):
@@ -194,13 +200,25 @@ def train(args: argparse.Namespace) -> int:
     print("class weights", dict(zip(EXPRESSIONS, np.round(cw, 3).tolist(), strict=True)))
     steps = len(y_tr) // cfg["batch"]
 
-    model = build_model(cfg)
+    model = build_model(cfg)  # what ships; `fitted` adds the crowd head when the run has one
+    crowd_head = float(cfg.get("crowd_head", 0.0))
+    if crowd_head and "init" in cfg:
+        sys.exit("--crowd-head trains from scratch; it is not combined with --init")
+    fitted = with_crowd_head(model) if crowd_head else model
     opt = make_optimizer(cfg, steps, cfg["epochs"])
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"])
-    model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+    if crowd_head:
+        fitted.compile(
+            optimizer=opt,
+            loss=[loss, keras.losses.CategoricalCrossentropy()],
+            loss_weights=[1.0, crowd_head],
+            metrics=[["accuracy"], []],
+        )
+    else:
+        fitted.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
     print(f"vgg48: {model.count_params():,} parameters; config {json.dumps(cfg)}")
 
-    ck = tf.train.Checkpoint(model=model, optimizer=opt)
+    ck = tf.train.Checkpoint(model=fitted, optimizer=opt)
     manager = tf.train.CheckpointManager(ck, str(ckpt_dir / "last"), max_to_keep=2)
     start = 0
     if args.resume and manager.latest_checkpoint:
@@ -224,12 +242,17 @@ def train(args: argparse.Namespace) -> int:
     crowd = cfg.get("labels") == "crowd_smiles"
     votes = (
         load_ferplus(args.fer2013)
-        if cfg["ferplus_mix"] or crowd
+        if cfg["ferplus_mix"] or crowd or crowd_head
         else np.zeros((len(y_tr), 10), np.int64)
     )
     labels = crowd_smile_labels(y_tr, votes) if crowd else y_tr
     onehot = ferplus_targets(votes, labels, cfg["ferplus_mix"])
     sw = cw[labels]  # weights from FER2013's label counts, by the class a face is taught
+    targets, weights = onehot, sw
+    if crowd_head:  # the crowd head learns the vote share; faces with no votes teach it nothing
+        share, has = vote_distribution(votes)
+        targets = (onehot, share.astype(np.float32))
+        weights = (sw, has.astype(np.float32))
     with np.load(args.fer2013) as d:  # optional: how each epoch reads smiles, where present
         votes_pub = d["ferplus_public"].astype(np.int64) if "ferplus_public" in d else None
     if votes_pub is not None and not (votes_pub >= 0).any():
@@ -237,7 +260,8 @@ def train(args: argparse.Namespace) -> int:
 
     def epoch_data(epoch: int) -> Any:
         order = np.random.default_rng([cfg["seed"], epoch]).permutation(len(y_tr))
-        ds = tf.data.Dataset.from_tensor_slices((x_tr[order], onehot[order], sw[order]))
+        pick = tf.nest.map_structure(lambda a: a[order], (targets, weights))
+        ds = tf.data.Dataset.from_tensor_slices((x_tr[order], *pick))
         ds = ds.batch(cfg["batch"], drop_remainder=True)
         jitter = (tuple(cfg["scale_jitter"]), cfg["shift_jitter"])
         aug = augment_fn(cfg["seed"] * 1000 + epoch, *jitter)
@@ -246,15 +270,16 @@ def train(args: argparse.Namespace) -> int:
 
     for epoch in range(start, cfg["epochs"]):
         t0 = time.time()
-        hist = model.fit(epoch_data(epoch), epochs=1, verbose=args.verbose)
+        hist = fitted.fit(epoch_data(epoch), epochs=1, verbose=args.verbose)
         train_s = time.time() - t0
+        acc_key = next(k for k in hist.history if k.endswith("accuracy"))
         m = public_metrics(model, xp, y_pub, votes_pub)
         smiles = m.get("crowd", {}).get("subtle_smiles_read_happy")  # None without votes
         negative = m.get("happy", {}).get("negative_read_happy")
         rec = {
             "epoch": epoch + 1,
             "loss": round(float(hist.history["loss"][-1]), 4),
-            "train_acc": round(float(hist.history["accuracy"][-1]), 4),
+            "train_acc": round(float(hist.history[acc_key][-1]), 4),
             "public_acc": round(m["accuracy"], 4),
             "public_macro_f1": round(m["macro_f1"], 4),
             "public_subtle_smiles_happy": smiles,
@@ -389,6 +414,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --init: keep BatchNorm, set so the network computes what the file computes, "
         "instead of folding it into the convolutions",
+    )
+    p.add_argument(
+        "--crowd-head",
+        type=float,
+        default=None,
+        metavar="WEIGHT",
+        help="train a second, training-only head on the FER+ crowd's vote distribution, its "
+        "loss weighted WEIGHT (vgg48.with_crowd_head; default 0: none). The shipped network "
+        "is unchanged",
     )
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up epochs (default 2)")

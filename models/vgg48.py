@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "labels": "fer2013",
     "select": "public_acc",
+    "crowd_head": 0.0,
 }
 LEGACY_DEFAULTS: dict[str, Any] = {
     "input_blur": 3.4,
@@ -100,6 +101,25 @@ def build_model(cfg: dict[str, Any]) -> Any:
     x = layers.Dense(len(EXPRESSIONS))(x)
     out = layers.Softmax(name="probabilities")(x)
     return keras.Model(inp, out, name="vgg48")
+
+
+def with_crowd_head(net: Any) -> Any:
+    """The network with a second, training-only head on the same pooled features: a dense
+    layer and softmax named "crowd", taught the FER+ crowd's vote distribution.
+
+    Why: the shipped head reads FER2013's one labeller, who called most closed-mouth
+    smiles something else; the crowd calls them happy. A second linear read-out of the same
+    features, taught what the crowd sees, asks the features to hold it too, while the
+    first head keeps the labels PublicTest is scored by. The model that ships is `net`
+    (the same layers), so the int8 graph, its size and its speed do not change.
+    """
+    import tf_keras as keras
+    from tf_keras import layers
+
+    pooled = next(ly for ly in net.layers if isinstance(ly, layers.Dropout)).output
+    x = layers.Dense(len(EXPRESSIONS), name="crowd_logits")(pooled)
+    crowd = layers.Softmax(name="crowd")(x)
+    return keras.Model(net.input, [net.output, crowd], name="vgg48_crowd")
 
 
 def gaussian_taps(sigma: float) -> np.ndarray:
