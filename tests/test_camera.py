@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 
 import numpy as np
@@ -286,6 +287,38 @@ def test_a_camera_cancelled_while_opening_is_closed_before_the_loop_ends(pi4):
     async def body() -> None:
         task = asyncio.create_task(PiCameraSource(config()).run(ListSink()))
         await asyncio.sleep(0.1)  # inside start()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(body())
+    assert pi4.instances == 1 and not pi4.open_cameras
+
+
+def test_a_camera_opened_just_as_it_is_cancelled_is_closed_before_the_loop_ends(pi4):
+    # the open finishes and hands the camera back, then the cancellation arrives before the
+    # task resumes: the close must still be done when asyncio.run returns, even a slow one
+    source = PiCameraSource(config())
+    opened = threading.Event()
+    open_camera, close_camera = source._open, source._close
+
+    def open_and_tell() -> object:
+        handle = open_camera()
+        opened.set()
+        return handle
+
+    def slow_close(handle: object) -> None:
+        time.sleep(0.3)  # a real camera takes a moment to let go
+        close_camera(handle)
+
+    source._open, source._close = open_and_tell, slow_close
+
+    async def body() -> None:
+        task = asyncio.create_task(source.run(ListSink()))
+        await wait_until(lambda: pi4.instances == 1)  # the worker is inside the open
+        # block the loop, so the handed-back camera waits unread while the task is cancelled
+        assert opened.wait(10)
+        time.sleep(0.05)  # noqa: ASYNC251 (blocking on purpose: the worker returns meanwhile)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -175,6 +175,9 @@ class _ThreadedCamera:
             log.warning(
                 "%s capture thread is stuck in the driver; closing the camera anyway", self.name
             )
+        self._close_logged(handle)
+
+    def _close_logged(self, handle: Any) -> None:
         try:
             self._close(handle)
         except Exception as exc:
@@ -188,9 +191,9 @@ class _ThreadedCamera:
     async def _open_camera(self) -> Any:
         """Open on a worker thread. If cancelled meanwhile, the camera still finishes opening
         and is then closed: leaked, it would be busy for every restart after. The worker
-        closes it itself, so the close is done when the executor is (asyncio.run waits for
-        that); only a camera handed back just before the cancellation is closed by a thread
-        of its own."""
+        closes it itself; a camera it handed back just before the cancellation is closed by
+        another job on the loop's default executor. Either way the close is done when that
+        executor is (asyncio.run waits for it)."""
         abandoned = threading.Event()
 
         def open_unless_abandoned() -> Any:
@@ -205,10 +208,16 @@ class _ThreadedCamera:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
             abandoned.set()
+            loop = asyncio.get_running_loop()
 
             def close_if_opened(done: asyncio.Future[Any]) -> None:
-                if not done.cancelled() and done.exception() is None:
-                    threading.Thread(target=self._close, args=(done.result(),), daemon=True).start()
+                if done.cancelled() or done.exception() is not None:
+                    return
+                try:
+                    loop.run_in_executor(None, self._close_logged, done.result())
+                except RuntimeError:  # the executor is shut down already: close it anyway
+                    closer = threading.Thread(target=self._close_logged, args=(done.result(),))
+                    closer.start()
 
             opening.add_done_callback(close_if_opened)
             raise
