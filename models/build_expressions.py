@@ -265,6 +265,12 @@ def build_vgg48(
                     else ""
                 )
                 + (
+                    f"; a second, training-only head learnt the FER+ vote distribution from "
+                    f"the same features (loss weight {cfg['crowd_head']}; not in the file)"
+                    if cfg.get("crowd_head")
+                    else ""
+                )
+                + (
                     f"; fine-tuned from {cfg['init']['file']} (sha256 "
                     f"{cfg['init']['sha256'][:12]}...)"
                     + (", BatchNorm restored" if cfg["init"].get("unfold") else "")
