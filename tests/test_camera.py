@@ -11,6 +11,7 @@ import asyncio
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -295,30 +296,42 @@ def test_a_camera_cancelled_while_opening_is_closed_before_the_loop_ends(pi4):
     assert pi4.instances == 1 and not pi4.open_cameras
 
 
+class _JobWatcher(ThreadPoolExecutor):
+    """A default executor that tells when its first job has returned."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=4)
+        self.first_done = threading.Event()
+
+    def submit(self, fn, /, *args, **kwargs):
+        def job():
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.first_done.set()
+
+        return super().submit(job)
+
+
 def test_a_camera_opened_just_as_it_is_cancelled_is_closed_before_the_loop_ends(pi4):
     # the open finishes and hands the camera back, then the cancellation arrives before the
     # task resumes: the close must still be done when asyncio.run returns, even a slow one
     source = PiCameraSource(config())
-    opened = threading.Event()
-    open_camera, close_camera = source._open, source._close
-
-    def open_and_tell() -> object:
-        handle = open_camera()
-        opened.set()
-        return handle
+    close_camera = source._close
 
     def slow_close(handle: object) -> None:
         time.sleep(0.3)  # a real camera takes a moment to let go
         close_camera(handle)
 
-    source._open, source._close = open_and_tell, slow_close
+    source._close = slow_close
+    jobs = _JobWatcher()
 
     async def body() -> None:
+        asyncio.get_running_loop().set_default_executor(jobs)
         task = asyncio.create_task(source.run(ListSink()))
-        await wait_until(lambda: pi4.instances == 1)  # the worker is inside the open
-        # block the loop, so the handed-back camera waits unread while the task is cancelled
-        assert opened.wait(10)
-        time.sleep(0.05)  # noqa: ASYNC251 (blocking on purpose: the worker returns meanwhile)
+        await wait_until(lambda: pi4.instances == 1)  # the open job is running
+        # block the loop until the open job has returned the camera: it waits unread
+        assert jobs.first_done.wait(10)  # blocking on purpose
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -190,36 +190,40 @@ class _ThreadedCamera:
 
     async def _open_camera(self) -> Any:
         """Open on a worker thread. If cancelled meanwhile, the camera still finishes opening
-        and is then closed: leaked, it would be busy for every restart after. The worker
-        closes it itself; a camera it handed back just before the cancellation is closed by
-        another job on the loop's default executor. Either way the close is done when that
-        executor is (asyncio.run waits for it)."""
-        abandoned = threading.Event()
+        and is then closed: leaked, it would be busy for every restart after.
+
+        The worker and the cancellation settle, under one lock, who closes it: a worker that
+        finds the opening abandoned closes the camera itself; a camera it had already handed
+        back, unread, is closed by the cancelled task through a job on the loop's default
+        executor. Either way the close is done by the time that executor is shut down, which
+        asyncio.run waits for."""
+        abandoned = False
+        handed: list[Any] = []
+        lock = threading.Lock()
 
         def open_unless_abandoned() -> Any:
             handle = self._open()
-            if abandoned.is_set():
-                self._close(handle)
-                raise CameraError(f"{self.name}: opening abandoned, camera closed again")
-            return handle
+            with lock:
+                if not abandoned:
+                    handed.append(handle)
+                    return handle
+            self._close_logged(handle)
+            raise CameraError(f"{self.name}: opening abandoned, camera closed again")
 
         opening = asyncio.ensure_future(asyncio.to_thread(open_unless_abandoned))
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
-            abandoned.set()
-            loop = asyncio.get_running_loop()
-
-            def close_if_opened(done: asyncio.Future[Any]) -> None:
-                if done.cancelled() or done.exception() is not None:
-                    return
+            with lock:
+                abandoned = True
+                unread = list(handed)
+            # read the outcome, so an abandoned opening's error is not reported as unretrieved
+            opening.add_done_callback(lambda done: done.cancelled() or done.exception())
+            for handle in unread:  # opened and handed back, but the task never resumed
                 try:
-                    loop.run_in_executor(None, self._close_logged, done.result())
-                except RuntimeError:  # the executor is shut down already: close it anyway
-                    closer = threading.Thread(target=self._close_logged, args=(done.result(),))
-                    closer.start()
-
-            opening.add_done_callback(close_if_opened)
+                    asyncio.get_running_loop().run_in_executor(None, self._close_logged, handle)
+                except RuntimeError:  # no executor left (a loop run by hand): close it here
+                    self._close_logged(handle)
             raise
 
     async def run(self, sink: EvidenceSink) -> None:
