@@ -22,10 +22,11 @@ so old checkpoints still export as they were trained. With the sharp split, new 
 no blur. `--labels crowd_smiles` teaches every face the FER+ crowd's plurality calls happy
 as happy (agent/bench/ferplus.py `crowd_smile_labels`: FER2013's labeller called most
 closed-mouth smiles neutral); class weights still come from FER2013's label counts.
-`--crowd-head WEIGHT` keeps the labels and instead trains a second, training-only head on
-the crowd's vote distribution from the same pooled features (vgg48.with_crowd_head), so
-the features learn what the crowd sees while the shipped head learns FER2013's labels;
-only the shipped network is saved and exported.
+`--crowd-head WEIGHT` keeps the targets and also trains a second, training-only head on
+the crowd's vote distribution alone from the same pooled features (vgg48.with_crowd_head),
+so the features learn what the crowd sees while the shipped head keeps targets led by
+FER2013's labels; only the shipped network is saved and exported (not with
+`--labels crowd_smiles` or `--init`).
 
 Fine-tuning: `--init INT8.tflite` starts from an int8 vgg48's weights, dequantized with
 BatchNorm folded in (the run's config then says "batchnorm": false, and records the file's
@@ -169,6 +170,9 @@ def train(args: argparse.Namespace) -> int:
         cfg = state["config"]
         if args.epochs and args.epochs != cfg["epochs"]:
             print(f"resume: keeping the run's schedule of {cfg['epochs']} epochs")
+        weight = getattr(args, "crowd_head", None)
+        if weight is not None and weight != cfg.get("crowd_head", 0.0):
+            print(f"resume: keeping the run's crowd head weight {cfg.get('crowd_head', 0.0)}")
     else:
         cfg = {**DEFAULTS, "epochs": args.epochs or 70, "seed": args.seed}
         if args.input_blur is not None:
@@ -202,8 +206,9 @@ def train(args: argparse.Namespace) -> int:
 
     model = build_model(cfg)  # what ships; `fitted` adds the crowd head when the run has one
     crowd_head = float(cfg.get("crowd_head", 0.0))
-    if crowd_head and "init" in cfg:
-        sys.exit("--crowd-head trains from scratch; it is not combined with --init")
+    if crowd_head and ("init" in cfg or cfg.get("labels") == "crowd_smiles"):
+        sys.exit("--crowd-head trains from scratch on the recipe's labels: not with --init "
+                 "or --labels crowd_smiles")  # fmt: skip
     fitted = with_crowd_head(model) if crowd_head else model
     opt = make_optimizer(cfg, steps, cfg["epochs"])
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"])
@@ -251,6 +256,8 @@ def train(args: argparse.Namespace) -> int:
     targets, weights = onehot, sw
     if crowd_head:  # the crowd head learns the vote share; faces with no votes teach it nothing
         share, has = vote_distribution(votes)
+        if not has.any():
+            sys.exit(f"--crowd-head: {args.fer2013} has no FER+ votes for the Training faces")
         targets = (onehot, share.astype(np.float32))
         weights = (sw, has.astype(np.float32))
     with np.load(args.fer2013) as d:  # optional: how each epoch reads smiles, where present
@@ -278,7 +285,7 @@ def train(args: argparse.Namespace) -> int:
         negative = m.get("happy", {}).get("negative_read_happy")
         rec = {
             "epoch": epoch + 1,
-            "loss": round(float(hist.history["loss"][-1]), 4),
+            "loss": round(float(hist.history["loss"][-1]), 4),  # with the crowd head's share
             "train_acc": round(float(hist.history[acc_key][-1]), 4),
             "public_acc": round(m["accuracy"], 4),
             "public_macro_f1": round(m["macro_f1"], 4),
@@ -288,6 +295,9 @@ def train(args: argparse.Namespace) -> int:
             "seconds": round(time.time() - t0, 1),
             "train_seconds": round(train_s, 1),
         }
+        for part in ("probabilities_loss", "crowd_loss"):  # each head's own, where two
+            if part in hist.history:
+                rec[part] = round(float(hist.history[part][-1]), 4)
         state["history"].append(rec)
         last = cfg.get("select") == "last"  # a fine-tune keeps its last epoch, chosen by no one
         if last or state["best"] is None or m["accuracy"] > state["best"]["public_acc"]:
@@ -447,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.unfold and args.init is None:
         p.error("--unfold restores BatchNorm in a fine-tune: it needs --init INT8.tflite")
+    if args.crowd_head is not None and args.crowd_head < 0:
+        p.error("--crowd-head WEIGHT must be 0 or more")
     if args.step == "train":
         return train(args)
     info = export(args.fer2013, args.ckpt, args.out, args.calibration)
