@@ -266,15 +266,19 @@ def test_supervisor_restarts_a_failed_camera(pi4, fault):
     assert not pi4.open_cameras
 
 
-def test_cancelled_while_opening_still_closes_the_camera(pi4):
+async def _cancel_while_opening(pi4) -> None:
+    """Run a camera whose start() takes 0.3 s and cancel it inside start()."""
     pi4.faults.start_delay_s = 0.3
+    task = asyncio.create_task(PiCameraSource(config()).run(ListSink()))
+    await asyncio.sleep(0.1)  # inside start()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
+
+def test_cancelled_while_opening_still_closes_the_camera(pi4):
     async def body() -> None:
-        task = asyncio.create_task(PiCameraSource(config()).run(ListSink()))
-        await asyncio.sleep(0.1)  # inside start()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await _cancel_while_opening(pi4)
         await wait_until(lambda: pi4.instances == 1 and not pi4.open_cameras, timeout=2.0)
 
     asyncio.run(body())
@@ -283,16 +287,7 @@ def test_cancelled_while_opening_still_closes_the_camera(pi4):
 def test_a_camera_cancelled_while_opening_is_closed_before_the_loop_ends(pi4):
     # a shutdown that cancels the camera mid-open and returns at once: the camera must be
     # closed by then, not by a thread that outlives the loop
-    pi4.faults.start_delay_s = 0.3
-
-    async def body() -> None:
-        task = asyncio.create_task(PiCameraSource(config()).run(ListSink()))
-        await asyncio.sleep(0.1)  # inside start()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(body())
+    asyncio.run(_cancel_while_opening(pi4))
     assert pi4.instances == 1 and not pi4.open_cameras
 
 

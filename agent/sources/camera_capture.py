@@ -198,14 +198,15 @@ class _ThreadedCamera:
         executor. Either way the close is done by the time that executor is shut down, which
         asyncio.run waits for."""
         abandoned = False
-        handed: list[Any] = []
+        handed: Any = None  # the camera, once the worker has handed it back
         lock = threading.Lock()
 
         def open_unless_abandoned() -> Any:
+            nonlocal handed
             handle = self._open()
             with lock:
                 if not abandoned:
-                    handed.append(handle)
+                    handed = handle
                     return handle
             self._close_logged(handle)
             raise CameraError(f"{self.name}: opening abandoned, camera closed again")
@@ -216,14 +217,14 @@ class _ThreadedCamera:
         except asyncio.CancelledError:
             with lock:
                 abandoned = True
-                unread = list(handed)
+                unread = handed
             # read the outcome, so an abandoned opening's error is not reported as unretrieved
             opening.add_done_callback(lambda done: done.cancelled() or done.exception())
-            for handle in unread:  # opened and handed back, but the task never resumed
+            if unread is not None:  # opened and handed back, but the task never resumed
                 try:
-                    asyncio.get_running_loop().run_in_executor(None, self._close_logged, handle)
+                    asyncio.get_running_loop().run_in_executor(None, self._close_logged, unread)
                 except RuntimeError:  # no executor left (a loop run by hand): close it here
-                    self._close_logged(handle)
+                    self._close_logged(unread)
             raise
 
     async def run(self, sink: EvidenceSink) -> None:
