@@ -63,8 +63,8 @@ def test_vision_eval_reports_the_crowd_figures_from_the_votes_beside_the_crops(
     npz = mini_fer2013(tmp_path / "mini.npz", train=n + 5, public=n)
     out = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "agent.bench.vision_eval", "--npz", str(npz), "--repeats", "2",
-           "--model", "emotion_vgg48_int8.tflite", "--runtime", available_runtimes()[0],
-           "--json", str(out)]  # fmt: skip
+           "--model", "emotion_vgg48_int8.tflite", "--model", "emotion_minixception_int8.tflite",
+           "--runtime", available_runtimes()[0], "--json", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "subtle smiles read happy" in proc.stdout
@@ -75,6 +75,14 @@ def test_vision_eval_reports_the_crowd_figures_from_the_votes_beside_the_crops(
     crowd = r["emotion_vgg48_int8.tflite"]["crowd"]
     assert crowd["n_with_votes"] == n
     assert 0.0 <= crowd["ferplus_majority_accuracy"] <= 1.0
+    # the second model is compared with the first on the same faces, paired
+    pair = r["paired"]["emotion_minixception_int8.tflite"]
+    assert pair["against"] == "emotion_vgg48_int8.tflite"
+    acc = pair["accuracy"]
+    assert acc["n"] == n and acc["b"] - acc["a"] == pytest.approx(acc["difference"])
+    assert acc["b"] == pytest.approx(r["emotion_minixception_int8.tflite"]["accuracy"])
+    assert pair["subtle_smiles_read_happy"]["n"] == crowd["subtle_smiles"]
+    assert "paired against the first model" in proc.stdout
     # a missing votes array named on the command line is refused, not ignored
     bad = subprocess.run([*cmd, "--votes", "nope"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)  # fmt: skip

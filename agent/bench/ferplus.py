@@ -51,6 +51,14 @@ def vote_distribution(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dist, has
 
 
+def smile_masks(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which images are subtle smiles (see SUBTLE_SMILE) and which clear ones (above it)."""
+    dist, has = vote_distribution(votes)
+    happy = dist[:, HAPPY]
+    subtle = has & (happy >= SUBTLE_SMILE[0]) & (happy < SUBTLE_SMILE[1])
+    return subtle, has & (happy >= SUBTLE_SMILE[1])
+
+
 def crowd_metrics(predicted: np.ndarray, votes: np.ndarray) -> dict[str, Any]:
     """How predicted FER2013 classes read against the crowd's votes.
 
@@ -66,9 +74,7 @@ def crowd_metrics(predicted: np.ndarray, votes: np.ndarray) -> dict[str, Any]:
         raise ValueError(f"{len(pred)} predictions for {len(dist)} rows of votes")
     if not has.any():
         raise ValueError("no image has a FER+ emotion vote")
-    happy = dist[:, HAPPY]
-    subtle = has & (happy >= SUBTLE_SMILE[0]) & (happy < SUBTLE_SMILE[1])
-    clear = has & (happy >= SUBTLE_SMILE[1])
+    subtle, clear = smile_masks(votes)
 
     def share(mask: np.ndarray) -> float | None:
         return round(float(np.mean(pred[mask] == HAPPY)), 4) if mask.any() else None

@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.bench.ferplus import crowd_metrics, happy_readings
+from agent.bench.ferplus import HAPPY, crowd_metrics, happy_readings, smile_masks
+from agent.bench.paired import describe, paired_difference
 from agent.vision.expressions import (
     EXPRESSION_MODELS,
     EXPRESSIONS,
@@ -93,6 +94,7 @@ def bench_runtime(
         }
         if votes is not None:
             result[name]["crowd"] = crowd_metrics(preds[name], votes)
+    result["paired"] = paired_against_first(preds, y, votes)
     if MINIXCEPTION_MODEL in preds and FLOAT_REFERENCE_MODEL in preds:
         result["agreement_int8_vs_float"] = float(
             np.mean(preds[MINIXCEPTION_MODEL] == preds[FLOAT_REFERENCE_MODEL])
@@ -102,6 +104,24 @@ def bench_runtime(
             model = load_model(directory / name, runtime=runtime, num_threads=threads)
             result[name] = {"ms_invoke": invoke_ms(model, repeats)}
     return result
+
+
+def paired_against_first(
+    preds: dict[str, np.ndarray], y: np.ndarray, votes: np.ndarray | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each model after the first against the first, on the same faces (agent/bench/paired):
+    accuracy, and with the crowd's votes the subtle smiles read as happy."""
+    names = list(preds)
+    subtle = None if votes is None else smile_masks(votes)[0]
+    out: dict[str, dict[str, Any]] = {}
+    for name in names[1:]:
+        a, b = preds[names[0]], preds[name]
+        out[name] = {"against": names[0], "accuracy": paired_difference(a == y, b == y)}
+        if subtle is not None and subtle.any():
+            out[name]["subtle_smiles_read_happy"] = paired_difference(
+                a[subtle] == HAPPY, b[subtle] == HAPPY
+            )
+    return out
 
 
 def environment(threads: int) -> dict[str, Any]:
@@ -170,6 +190,12 @@ def print_report(report: dict[str, Any]) -> None:
                     f"{_share_of(c, 'subtle_smiles')} | {_share_of(c, 'clear_smiles')} | "
                     f"{c['neutral_predicted_share']:.1%} |"
                 )
+        if r.get("paired"):
+            print("\npaired against the first model on the same faces (agent/bench/paired.py):")
+            for name, pair in r["paired"].items():
+                for what in ("accuracy", "subtle_smiles_read_happy"):
+                    if what in pair:
+                        print(f"- {name} - {pair['against']}, {what}: {describe(pair[what])}")
         if "agreement_int8_vs_float" in r:
             agree = r["agreement_int8_vs_float"]
             print(f"top-1 agreement mini-Xception int8 vs float ({rt}): {agree:.2%}")
