@@ -6,15 +6,18 @@ acted expression), a blank frame with no face, and rows that cannot be used.
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from agent.bench.faces_eval import block
+from agent.events import EXPRESSIONS
 from agent.sources.session import demo_session_path
 from tests.conftest import agent_cmd
 
@@ -59,12 +62,14 @@ def test_evaluate_faces_json_per_group_and_bad_rows(tmp_path: Path) -> None:
     rows.append("broken.png,sad,b")  # unreadable
     labels = tmp_path / "labels.csv"
     labels.write_text("\n".join(rows) + "\n")
+    preds = tmp_path / "predictions.csv"
     proc = subprocess.run(
-        agent_cmd("evaluate-faces", str(labels), "--by", "group", "--json"),
+        agent_cmd("evaluate-faces", str(labels), "--by", "group", "--json",
+                  "--predictions", str(preds)),
         capture_output=True,
         text=True,
         timeout=120,
-    )
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert set(r) == {"n", "overall", "by"} and r["n"] == 7
@@ -81,6 +86,43 @@ def test_evaluate_faces_json_per_group_and_bad_rows(tmp_path: Path) -> None:
     assert "line 10: unknown expression 'smirk'" in proc.stderr
     assert "line 11:" in proc.stderr and "cannot decode image" in proc.stderr
     assert "3 of 10 rows left out" in proc.stderr
+
+    # --predictions: one row per usable photo, agreeing with the report
+    with open(preds, newline="") as f:
+        written = list(csv.DictReader(f))
+    assert [w["line"] for w in written] == ["2", "3", "4", "5", "6", "7", "8"]
+    assert written[6]["file"] == "blank.png" and written[6]["predicted"] == ""
+    assert written[6]["p_happy"] == "" and written[0]["group"] == "a"
+    for w in written[:6]:
+        probs = [float(w[f"p_{c}"]) for c in EXPRESSIONS]
+        assert sum(probs) == pytest.approx(1.0, abs=0.02)
+        assert w["predicted"] == EXPRESSIONS[int(np.argmax(probs))]
+    right = sum(w["predicted"] == w["expression"] for w in written)
+    assert right / 7 == pytest.approx(overall["accuracy"], abs=1e-4)
+
+    # the same photos compared with a model that reads every face as happy, paired
+    other = tmp_path / "other.csv"
+    with open(other, "w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=list(written[0]))
+        out.writeheader()
+        out.writerows({**w, "predicted": "happy"} for w in written)
+    cmp = subprocess.run(
+        [sys.executable, "-m", "agent.bench.paired", str(preds), str(other), "--by", "expression"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cmp.returncode == 0, cmp.stderr
+    happy_rows = [w for w in written if w["expression"] == "happy"]
+    missed = sum(w["predicted"] != "happy" for w in happy_rows)
+    assert f"only by B {missed}, of {len(happy_rows)})" in cmp.stdout
+    assert "expression=neutral" in cmp.stdout and "overall" in cmp.stdout
+    # files that do not cover the same photos are refused
+    with open(other, "w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=list(written[0]))
+        out.writeheader()
+        out.writerows(written[:3])
+    bad = subprocess.run([sys.executable, "-m", "agent.bench.paired", str(preds), str(other)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "cover different photos" in bad.stderr
 
     table = subprocess.run(
         agent_cmd("evaluate-faces", str(labels), "--by", "group"),

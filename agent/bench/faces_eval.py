@@ -1,6 +1,7 @@
 """emotion-agent evaluate-faces: the live face path on labelled photos, overall and per group.
 
     emotion-agent evaluate-faces LABELS.csv [--by COLUMN]... [-c CONFIG] [--json]
+                                 [--predictions FILE.csv]
 
 LABELS.csv has a header with at least ``file`` (a path relative to the CSV) and
 ``expression`` (a FER2013 class: angry, disgust, fear, happy, sad, surprise, neutral); any
@@ -17,6 +18,9 @@ occur as labels or predictions anywhere in the file, the same set for every grou
 groups compare), ``per_class_recall`` for each labelled class, ``confusion_by_label``
 (true class -> predicted class or "null" -> count). With ``--json`` one object
 ``{"n", "overall", "by": {COLUMN: {VALUE: BLOCK}}}``.
+``--predictions FILE.csv`` also writes each photo's prediction and probabilities (see
+`write_predictions`), for a photo-by-photo comparison of two models
+(``python -m agent.bench.paired A.csv B.csv --by expression``).
 A row that cannot be used (missing file, unknown class, unreadable image) is named on
 stderr with its line and left out of every figure; the count of such rows ends stderr.
 """
@@ -30,7 +34,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -103,13 +107,23 @@ def _r(x: float) -> float:
     return round(float(x), 4)
 
 
+class PhotoResult(NamedTuple):
+    """One usable row read: its CSV line, the row (expression normalised), the predicted
+    class of its best face (None without a face) and that face's probabilities."""
+
+    line: int
+    row: dict[str, str]
+    predicted: str | None
+    probabilities: np.ndarray | None
+
+
 def predict_photos(
     rows: list[tuple[int, dict[str, str]]], root: Path, pipeline: Any, log: Any
-) -> list[tuple[dict[str, str], str | None]]:
-    """(row, predicted class or None) for each usable row; unusable rows are logged."""
+) -> list[PhotoResult]:
+    """A PhotoResult for each usable row; unusable rows are logged."""
     from agent.sources.session import SessionError, read_image
 
-    out: list[tuple[dict[str, str], str | None]] = []
+    out: list[PhotoResult] = []
     for line, row in rows:
         label = (row.get("expression") or "").strip().lower()
         if label not in EXPRESSIONS:
@@ -126,26 +140,47 @@ def predict_photos(
             log(f"line {line}: {exc}: row left out")
             continue
         probs, quality = pipeline.analyse(image)
-        best = None
+        best, dist = None, None
         if len(quality):
-            best = EXPRESSIONS[int(probs[int(np.argmax(quality))].argmax())]
-        out.append(({**row, "expression": label}, best))
+            dist = np.asarray(probs[int(np.argmax(quality))], dtype=np.float64)
+            best = EXPRESSIONS[int(dist.argmax())]
+        out.append(PhotoResult(line, {**row, "expression": label}, best, dist))
     return out
 
 
-def evaluate(results: list[tuple[dict[str, str], str | None]], by: Sequence[str]) -> dict[str, Any]:
-    truth = [r["expression"] for r, _ in results]
-    predicted = [p for _, p in results]
+def write_predictions(results: Sequence[PhotoResult], path: Path) -> None:
+    """One CSV row per usable photo: the labels file's own columns, its `line` there, the
+    `predicted` class (empty without a face) and the best face's probability of each class
+    (`p_angry` ... `p_neutral`), so that two models can be compared photo by photo
+    (`python -m agent.bench.paired A.csv B.csv`) and a miss seen for how sure it was."""
+    columns: list[str] = []
+    for r in results:
+        columns += [c for c in r.row if c not in columns and c is not None]
+    header = [*columns, "line", "predicted", *(f"p_{c}" for c in EXPRESSIONS)]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(header)
+        for r in results:
+            probs = [""] * len(EXPRESSIONS)
+            if r.probabilities is not None:
+                probs = [f"{p:.4f}" for p in r.probabilities]
+            cells = [r.row.get(c) or "" for c in columns]
+            out.writerow([*cells, r.line, r.predicted or "", *probs])
+
+
+def evaluate(results: Sequence[PhotoResult], by: Sequence[str]) -> dict[str, Any]:
+    truth = [r.row["expression"] for r in results]
+    predicted = [r.predicted for r in results]
     # one class set for every block: a group's macro-F1 must not depend on which classes
     # happen to occur in it
     classes = _classes(truth, predicted)
     groups: dict[str, dict[str, Any]] = {}
     for column in by:
-        values = sorted({r.get(column) or "" for r, _ in results})
+        values = sorted({r.row.get(column) or "" for r in results})
         groups[column] = {
             v: block(
-                [r["expression"] for r, _ in results if (r.get(column) or "") == v],
-                [p for r, p in results if (r.get(column) or "") == v],
+                [r.row["expression"] for r in results if (r.row.get(column) or "") == v],
+                [r.predicted for r in results if (r.row.get(column) or "") == v],
                 classes,
             )
             for v in values
@@ -180,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--by", action="append", default=[], metavar="COLUMN")
     p.add_argument("-c", "--config", type=Path, help="models, runtime (default: built-in)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument(
+        "--predictions",
+        type=Path,
+        metavar="FILE.csv",
+        help="also write each photo's prediction and probabilities here",
+    )
     args = p.parse_args(argv)
 
     def log(message: str) -> None:
@@ -219,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         log("no usable row: nothing to evaluate")
         return 1
     report = evaluate(results, args.by)
+    if args.predictions is not None:
+        try:
+            write_predictions(results, args.predictions)
+        except OSError as exc:
+            log(f"{args.predictions}: cannot write predictions ({exc})")
+            return 1
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0
 

@@ -11,11 +11,23 @@ labelled set read by both:
   both models' outcomes kept together (drawn as one multinomial over the four outcome
   kinds, which is the same resampling without materialising the indices).
 
-Offline only: pure functions over arrays of outcomes, no model or file is read here.
+Offline only. Two sets of photo predictions written by `emotion-agent evaluate-faces
+--predictions` (the same labels file read with two models) are compared photo by photo:
+
+    python -m agent.bench.paired A.csv B.csv [--by COLUMN]...
+
+A photo counts as right where its predicted class is its labelled expression; `--by
+expression` gives each class's recall (for example smiles read as happy), `--by gender`
+each group's accuracy, paired.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,3 +89,70 @@ def describe(d: dict[str, Any], unit: str = "points") -> str:
         f"{hi:+.2f}; McNemar p {d['mcnemar_p']:.3g}; right only by A {d['only_a']}, "
         f"only by B {d['only_b']}, of {d['n']})"
     )
+
+
+def read_predictions(path: Path) -> dict[str, dict[str, str]]:
+    """file -> row of a predictions CSV (evaluate-faces --predictions); ValueError if unusable."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = {"file", "expression", "predicted"} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(f"{path}: no column {', '.join(sorted(missing))}")
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: unreadable ({exc})") from None
+    by_file = {r["file"]: r for r in rows}
+    if len(by_file) != len(rows):
+        raise ValueError(f"{path}: a file appears more than once")
+    return by_file
+
+
+def compare_predictions(
+    a: dict[str, dict[str, str]], b: dict[str, dict[str, str]], by: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Paired differences (B - A) overall and per value of each `by` column, over the photos
+    both files read with the same label; ValueError when they do not cover the same photos."""
+    if set(a) != set(b):
+        only = sorted(set(a) ^ set(b))
+        raise ValueError(f"the two files cover different photos ({len(only)}, e.g. {only[0]})")
+    files = sorted(a)
+    for f in files:
+        if a[f]["expression"] != b[f]["expression"]:
+            raise ValueError(f"{f}: labelled {a[f]['expression']} in one, "
+                             f"{b[f]['expression']} in the other")  # fmt: skip
+    right_a = np.array([a[f]["predicted"] == a[f]["expression"] for f in files])
+    right_b = np.array([b[f]["predicted"] == b[f]["expression"] for f in files])
+    out: dict[str, Any] = {"overall": paired_difference(right_a, right_b), "by": {}}
+    for column in by:
+        if column not in a[files[0]]:
+            raise ValueError(f"no column {column!r} in the predictions")
+        values = np.array([a[f].get(column) or "" for f in files])
+        out["by"][column] = {
+            v: paired_difference(right_a[values == v], right_b[values == v])
+            for v in sorted(set(values))
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("a", type=Path, metavar="A.csv", help="evaluate-faces --predictions")
+    p.add_argument("b", type=Path, metavar="B.csv", help="the same photos, another model")
+    p.add_argument("--by", action="append", default=[], metavar="COLUMN")
+    args = p.parse_args(argv)
+    try:
+        report = compare_predictions(read_predictions(args.a), read_predictions(args.b), args.by)
+    except ValueError as exc:
+        print(f"paired: {exc}", file=sys.stderr)
+        return 2
+    print(f"B = {args.b.name} against A = {args.a.name}, photos read right (B - A):")
+    print(f"- overall: {describe(report['overall'], 'points of accuracy')}")
+    for column, values in report["by"].items():
+        for value, d in values.items():
+            print(f"- {column}={value}: {describe(d)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
