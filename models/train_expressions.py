@@ -170,6 +170,8 @@ def train(args: argparse.Namespace) -> int:
         weight = getattr(args, "crowd_head", None)
         if weight is not None and weight != cfg.get("crowd_head", 0.0):
             print(f"resume: keeping the run's crowd head weight {cfg.get('crowd_head', 0.0)}")
+        if getattr(args, "bf16_math", False) and not cfg.get("bf16_math"):
+            print("resume: keeping the run's float32 math (it began without --bf16-math)")
     else:
         cfg = {**DEFAULTS, "epochs": args.epochs or 70, "seed": args.seed}
         if args.input_blur is not None:
@@ -192,13 +194,17 @@ def train(args: argparse.Namespace) -> int:
         if getattr(args, "bf16_math", False):
             cfg["bf16_math"] = True
         state = {"config": cfg, "epoch": 0, "best": None, "history": []}
+    # With bf16 math, oneDNN may run float32 convolutions and matrix products in bfloat16
+    # (AMX or AVX-512 BF16 where the CPU has them; ignored elsewhere). Both names are set:
+    # the library's own and TensorFlow's. Read when the first kernel is built, so before TF.
+    # The run's config decides, not the shell: a run that did not ask has them cleared.
+    for name in ("ONEDNN_DEFAULT_FPMATH_MODE", "TF_SET_ONEDNN_FPMATH_MODE"):
+        if cfg.get("bf16_math"):
+            os.environ[name] = "BF16"
+        elif os.environ.pop(name, None) is not None:
+            print(f"{name} cleared: this run's config does not ask for bf16 math")
     if cfg.get("bf16_math"):
-        # oneDNN may then run float32 convolutions and matrix products in bfloat16 (AMX or
-        # AVX-512 BF16 where the CPU has them; ignored elsewhere). Both names are set: the
-        # library's own and TensorFlow's. Read when the first kernel is built, so before TF.
-        os.environ["ONEDNN_DEFAULT_FPMATH_MODE"] = "BF16"
-        os.environ["TF_SET_ONEDNN_FPMATH_MODE"] = "BF16"
-        print("bf16 math: oneDNN may compute float32 convolutions in bfloat16")
+        print("bf16 math: oneDNN may compute float32 convolutions and matrix products in bfloat16")
     import tensorflow as tf
     import tf_keras as keras
 
@@ -462,8 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--bf16-math",
         action="store_true",
-        help="let oneDNN compute float32 convolutions in bfloat16 where the CPU has AMX or "
-        "AVX-512 BF16 (an epoch 87 -> 67 s on a 2-core Xeon with AMX); kept on --resume",
+        help="let oneDNN compute float32 convolutions and matrix products in bfloat16 where "
+        "the CPU has AMX or AVX-512 BF16 (an epoch 87 -> 67 s on a 2-core Xeon with AMX); "
+        "recorded in the run's config and kept on --resume",
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--verbose", type=int, default=2)

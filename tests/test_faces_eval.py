@@ -111,9 +111,12 @@ def test_evaluate_faces_json_per_group_and_bad_rows(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert cmp.returncode == 0, cmp.stderr
+    only_a = sum(w["predicted"] == w["expression"] != "happy" for w in written)
+    only_b = sum(w["expression"] == "happy" != w["predicted"] for w in written)
+    assert only_a > 0  # the all-happy model loses every non-happy face read right
+    assert f"right only by A {only_a}, only by B {only_b}, of 7)" in cmp.stdout
     happy_rows = [w for w in written if w["expression"] == "happy"]
-    missed = sum(w["predicted"] != "happy" for w in happy_rows)
-    assert f"only by B {missed}, of {len(happy_rows)})" in cmp.stdout
+    assert f"only by A 0, only by B {only_b}, of {len(happy_rows)})" in cmp.stdout
     assert "expression=neutral" in cmp.stdout and "overall" in cmp.stdout
     # files that do not cover the same photos are refused
     with open(other, "w", newline="") as f:
@@ -164,3 +167,21 @@ def test_evaluate_faces_names_a_missing_column(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "no column file, gender" in proc.stderr
+
+
+def test_evaluate_faces_refuses_predictions_that_would_overwrite_or_clash(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    for header, target, message in (
+        ("file,expression", labels, "is the labels file itself"),
+        ("file,expression,predicted", tmp_path / "p.csv", "column predicted would clash"),
+    ):
+        labels.write_text(f"{header}\nx.png,happy\n")
+        before = labels.read_text()
+        proc = subprocess.run(
+            agent_cmd("evaluate-faces", str(labels), "--predictions", str(target)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert labels.read_text() == before  # nothing read, nothing overwritten

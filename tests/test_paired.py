@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agent.bench.paired import describe, paired_difference
+from agent.bench.paired import compare_predictions, describe, paired_difference, read_predictions
 
 
 def outcomes(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
@@ -27,11 +28,13 @@ def test_the_difference_and_mcnemars_exact_p_come_from_the_discordant_items() ->
     expected = 2 * sum(math.comb(40, k) for k in range(11)) / 2**40
     assert d["mcnemar_p"] == pytest.approx(expected, rel=1e-9)
     lo, hi = d["ci"]
-    assert 0.0 < lo < d["difference"] < hi  # 20 of 40 discordant one way is no accident
+    assert 0.0 < lo < d["difference"] < hi  # 30 of the 40 discordant items favour B
+    assert hi <= 40 / 120  # B cannot gain more than every discordant item
     # swapping the models mirrors everything
     r = paired_difference(b, a)
     assert r["difference"] == pytest.approx(-d["difference"])
     assert r["mcnemar_p"] == pytest.approx(d["mcnemar_p"])
+    assert r["ci"] == pytest.approx([-hi, -lo])
     assert "+16.67 points" in describe(d) and "McNemar p" in describe(d)
 
 
@@ -41,17 +44,24 @@ def test_a_difference_within_chance_has_an_interval_across_zero() -> None:
     assert d["mcnemar_p"] > 0.4
     assert d["ci"][0] < 0.0 < d["ci"][1]
     same = paired_difference(a, a)
-    assert same["mcnemar_p"] == 1.0 and same["ci"] == [0.0, 0.0]
+    assert same["mcnemar_p"] == 1.0 and same["ci"] is None
+    assert "every item read the same" in describe(same)
 
 
-def test_the_multinomial_bootstrap_matches_resampling_the_items() -> None:
-    a, b = outcomes(both=300, only_a=25, only_b=45, neither=130)
-    d = paired_difference(a, b, n_boot=20000, level=0.9)
-    rng = np.random.default_rng(7)
-    idx = rng.integers(0, len(a), size=(4000, len(a)))
-    diffs = b[idx].mean(axis=1) - a[idx].mean(axis=1)
-    ref = np.quantile(diffs, [0.05, 0.95])
-    np.testing.assert_allclose(d["ci"], ref, atol=0.004)  # Monte Carlo error of both
+@pytest.mark.parametrize("discordant", [2, 4, 5, 6, 9, 20, 41])
+def test_the_interval_leaves_out_zero_exactly_when_the_test_says_chance_is_unlikely(
+    discordant: int,
+) -> None:
+    # a small set, where a bootstrap interval would be too narrow: 51 photos
+    for only_b in range(discordant + 1):
+        a, b = outcomes(both=51 - discordant, only_a=discordant - only_b, only_b=only_b, neither=0)
+        d = paired_difference(a, b)
+        lo, hi = d["ci"]
+        assert (lo > 0.0 or hi < 0.0) == (d["mcnemar_p"] < 0.05), (only_b, d)
+        assert lo <= d["difference"] <= hi
+    # all one way: two photos are never enough, six are
+    a, b = outcomes(both=51 - discordant, only_a=0, only_b=discordant, neither=0)
+    assert (paired_difference(a, b)["mcnemar_p"] < 0.05) == (discordant >= 6)
 
 
 def test_mismatched_or_empty_outcomes_are_refused() -> None:
@@ -62,3 +72,32 @@ def test_mismatched_or_empty_outcomes_are_refused() -> None:
         paired_difference(a[:0], b[:0])
     with pytest.raises(ValueError, match="level"):
         paired_difference(a, b, level=1.0)
+
+
+def write(path: Path, rows: list[str]) -> Path:
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_prediction_files_that_cannot_be_paired_are_refused(tmp_path: Path) -> None:
+    head = "file,expression,gender,predicted"
+    a = read_predictions(
+        write(tmp_path / "a.csv", [head, "x.jpg,happy,m,happy", "y.jpg,neutral,f,"])
+    )
+    assert a["y.jpg"]["predicted"] == ""  # no face: read as wrong, not refused
+    # a BOM (a file saved again by a spreadsheet) is read
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "a.csv").read_bytes())
+    assert set(read_predictions(bom)) == {"x.jpg", "y.jpg"}
+    with pytest.raises(ValueError, match="line 3: not a prediction row"):
+        read_predictions(write(tmp_path / "short.csv", [head, "x.jpg,happy,m,happy", "y.jpg"]))
+    with pytest.raises(ValueError, match=r"line 3: x\.jpg appears twice"):
+        read_predictions(write(tmp_path / "twice.csv", [head, "x.jpg,happy,m,", "x.jpg,happy,m,"]))
+    b = read_predictions(
+        write(tmp_path / "b.csv", [head, "x.jpg,happy,f,happy", "y.jpg,neutral,f,"])
+    )
+    with pytest.raises(ValueError, match=r"x\.jpg: gender 'm' in one file, 'f' in the other"):
+        compare_predictions(a, b, ["gender"])
+    with pytest.raises(ValueError, match="no column 'age' in both files"):
+        compare_predictions(a, a, ["age"])
+    assert compare_predictions(a, b)["overall"]["ci"] is None  # same predictions

@@ -148,6 +148,10 @@ def predict_photos(
     return out
 
 
+PREDICTION_COLUMNS = ("line", "predicted", *(f"p_{c}" for c in EXPRESSIONS))
+"""The columns write_predictions adds after the labels file's own."""
+
+
 def write_predictions(results: Sequence[PhotoResult], path: Path) -> None:
     """One CSV row per usable photo: the labels file's own columns, its `line` there, the
     `predicted` class (empty without a face) and the best face's probability of each class
@@ -156,7 +160,7 @@ def write_predictions(results: Sequence[PhotoResult], path: Path) -> None:
     columns: list[str] = []
     for r in results:
         columns += [c for c in r.row if c not in columns and c is not None]
-    header = [*columns, "line", "predicted", *(f"p_{c}" for c in EXPRESSIONS)]
+    header = [*columns, *PREDICTION_COLUMNS]
     with open(path, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
         out.writerow(header)
@@ -166,6 +170,21 @@ def write_predictions(results: Sequence[PhotoResult], path: Path) -> None:
                 probs = [f"{p:.4f}" for p in r.probabilities]
             cells = [r.row.get(c) or "" for c in columns]
             out.writerow([*cells, r.line, r.predicted or "", *probs])
+
+
+def check_predictions_path(
+    path: Path, labels: Path, rows: list[tuple[int, dict[str, str]]]
+) -> None:
+    """LabelsError before any photo is read if the predictions would overwrite the labels or
+    a labels column has the name of one the predictions add (an old predictions file fed
+    back as labels, say)."""
+    if path.resolve() == labels.resolve():
+        raise LabelsError(f"--predictions {path} is the labels file itself")
+    columns = {c for _, row in rows[:1] for c in row if c is not None}
+    clash = [c for c in PREDICTION_COLUMNS if c in columns]
+    if clash:
+        raise LabelsError(f"{labels}: column {', '.join(clash)} would clash with the "
+                          f"predictions' own; rename it")  # fmt: skip
 
 
 def evaluate(results: Sequence[PhotoResult], by: Sequence[str]) -> dict[str, Any]:
@@ -228,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         rows = read_labels(args.labels, args.by)
+        if args.predictions is not None:
+            check_predictions_path(args.predictions, args.labels, rows)
     except LabelsError as exc:
         log(str(exc))
         return 2
@@ -260,13 +281,13 @@ def main(argv: list[str] | None = None) -> int:
         log("no usable row: nothing to evaluate")
         return 1
     report = evaluate(results, args.by)
+    print(json.dumps(report, indent=1) if args.json else format_report(report), flush=True)
     if args.predictions is not None:
         try:
             write_predictions(results, args.predictions)
         except OSError as exc:
-            log(f"{args.predictions}: cannot write predictions ({exc})")
+            log(f"{args.predictions}: cannot write predictions ({exc}); the report above stands")
             return 1
-    print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0
 
 
