@@ -271,6 +271,19 @@ def build_vgg48(
                     else ""
                 )
                 + (
+                    "; distilled: targets mixed {} with the averaged probabilities at T {} of "
+                    "{}".format(
+                        cfg["teacher"]["mix"],
+                        cfg["teacher"]["temperature"],
+                        ", ".join(
+                            f"{t['file']} (sha256 {t['sha256'][:12]}...)"
+                            for t in cfg["teacher"]["files"]
+                        ),
+                    )
+                    if cfg.get("teacher")
+                    else ""
+                )
+                + (
                     f"; fine-tuned from {cfg['init']['file']} (sha256 "
                     f"{cfg['init']['sha256'][:12]}...)"
                     + (", BatchNorm restored" if cfg["init"].get("unfold") else "")

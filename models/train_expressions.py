@@ -28,6 +28,11 @@ so the features learn what the crowd sees while the shipped head keeps targets l
 FER2013's labels; only the shipped network is saved and exported (not with
 `--labels crowd_smiles` or `--init`).
 
+Distillation: `--teacher INT8.tflite [...]` mixes the teachers' softened probabilities of
+each Training face into the targets (`--distil MIX`, default 0.5; `--teacher-temperature
+T`, default 2; models/teacher.py reads them through the int8 features and the float last
+layer, averaged over the teachers, once, into the run's folder).
+
 Fine-tuning: `--init INT8.tflite` starts from an int8 vgg48's weights, dequantized with
 BatchNorm folded in (the run's config then says "batchnorm": false, and records the file's
 sha256), instead of at random; `--unfold` keeps BatchNorm instead, set from the file and
@@ -133,6 +138,49 @@ def make_optimizer(cfg: dict[str, Any], steps_per_epoch: int, epochs: int) -> An
     return opt
 
 
+def teacher_config(args: argparse.Namespace) -> dict[str, Any]:
+    """What a new run records of its teachers (--teacher, --distil, --teacher-temperature)."""
+    if not 0.0 < args.distil <= 1.0:
+        sys.exit(f"--distil is the teachers' share of the targets, in (0, 1]: not {args.distil}")
+    if args.teacher_temperature <= 0:
+        sys.exit(f"--teacher-temperature must be positive, not {args.teacher_temperature}")
+    files = []
+    for path in args.teacher:
+        if not path.is_file():
+            sys.exit(f"--teacher {path}: no such file")
+        files.append({"file": path.name, "sha256": sha256_of(path)})
+    return {"files": files, "mix": args.distil, "temperature": args.teacher_temperature}
+
+
+def distil_targets(
+    args: argparse.Namespace, teacher: dict[str, Any], faces: np.ndarray, ckpt_dir: Path
+) -> np.ndarray:
+    """The teachers' soft targets for every Training face (models/teacher.py), computed once
+    and kept in the run's folder, so a resumed run needs no teacher file."""
+    cache = ckpt_dir / "teacher_targets.npy"
+    if cache.is_file():
+        soft = np.load(cache)
+        if soft.shape == (len(faces), len(EXPRESSIONS)):
+            return soft
+    given = {sha256_of(p): p for p in (getattr(args, "teacher", None) or [])}
+    missing = [t["file"] for t in teacher["files"] if t["sha256"] not in given]
+    if missing:
+        sys.exit(f"{cache} is missing: pass the run's teachers again with --teacher "
+                 f"({', '.join(missing)}, by their recorded sha256)")  # fmt: skip
+    from teacher import teacher_targets
+
+    paths = [given[t["sha256"]] for t in teacher["files"]]
+    try:
+        soft = teacher_targets(paths, faces, teacher["temperature"])
+    except ValueError as exc:
+        sys.exit(str(exc))
+    np.save(cache, soft)
+    names = ", ".join(p.name for p in paths)
+    top = soft.max(axis=1).mean()
+    print(f"teachers {names}: soft targets at T {teacher['temperature']}, mean top {top:.3f}")
+    return soft
+
+
 def init_file(args: argparse.Namespace, init: dict[str, str]) -> Path:
     """The int8 file a fine-tune starts from: --init, which must be the file its run
     recorded (a run with no checkpoint yet starts again from the same weights)."""
@@ -170,6 +218,8 @@ def train(args: argparse.Namespace) -> int:
         weight = getattr(args, "crowd_head", None)
         if weight is not None and weight != cfg.get("crowd_head", 0.0):
             print(f"resume: keeping the run's crowd head weight {cfg.get('crowd_head', 0.0)}")
+        if getattr(args, "teacher", None) and "teacher" not in cfg:
+            print("resume: this run began without teachers; --teacher is ignored")
         if getattr(args, "bf16_math", False) and not cfg.get("bf16_math"):
             print("resume: keeping the run's float32 math (it began without --bf16-math)")
     else:
@@ -193,6 +243,8 @@ def train(args: argparse.Namespace) -> int:
                 cfg["batchnorm"] = False
         if getattr(args, "bf16_math", False):
             cfg["bf16_math"] = True
+        if getattr(args, "teacher", None):
+            cfg["teacher"] = teacher_config(args)
         state = {"config": cfg, "epoch": 0, "best": None, "history": []}
     # With bf16 math, oneDNN may run float32 convolutions and matrix products in bfloat16
     # (AMX or AVX-512 BF16 where the CPU has them; ignored elsewhere). Both names are set:
@@ -268,6 +320,10 @@ def train(args: argparse.Namespace) -> int:
     labels = crowd_smile_labels(y_tr, votes) if crowd else y_tr
     onehot = ferplus_targets(votes, labels, cfg["ferplus_mix"])
     sw = cw[labels]  # weights from FER2013's label counts, by the class a face is taught
+    if "teacher" in cfg:
+        mix = cfg["teacher"]["mix"]
+        onehot = (1 - mix) * onehot + mix * distil_targets(args, cfg["teacher"], x_tr, ckpt_dir)
+        onehot = onehot.astype(np.float32)
     targets, weights = onehot, sw
     if crowd_head:  # the crowd head learns the vote share; faces with no votes teach it nothing
         share, has = vote_distribution(votes)
@@ -464,6 +520,28 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="keep the weights of the last N epochs in CKPT/epochs, for models/average_weights.py "
         f"(default {KEEP_EPOCHS})",
+    )
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        nargs="+",
+        metavar="INT8.tflite",
+        help="distil from these int8 models (averaged): their softened probabilities on "
+        "each Training face join the targets (models/teacher.py); kept on --resume",
+    )
+    p.add_argument(
+        "--distil",
+        type=float,
+        default=0.5,
+        metavar="MIX",
+        help="with --teacher: the teachers' share of the targets (default 0.5)",
+    )
+    p.add_argument(
+        "--teacher-temperature",
+        type=float,
+        default=2.0,
+        metavar="T",
+        help="with --teacher: the temperature that softens their logits (default 2)",
     )
     p.add_argument(
         "--bf16-math",

@@ -1,0 +1,57 @@
+"""Soft targets from teacher models, for distillation (train_expressions.py --teacher).
+
+A build-time tool (numpy, ai-edge-litert; no TensorFlow here). Each teacher is an int8
+expression model with one dense last layer (vgg48 and its refits): its pooled int8
+features of every Training face are read as the agent reads the face (refit_head.features)
+and its float last layer gives the logits, so a probability is not lost to the int8
+output's 1/256 steps. A teacher's targets are softmax(logits / T); several teachers are
+averaged (an ensemble teacher). The student then learns
+`(1 - MIX) * recipe targets + MIX * teacher targets`.
+
+This is distillation on the teacher's reading of each face as it is, not of each augmented
+view the student sees (the teachers are TFLite files, and reading them inside the training
+step would cost more than the step); the student's augmentation still applies to the face.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from int8_layers import interpreter  # noqa: E402
+from refit_head import features, find_head  # noqa: E402
+
+
+def teacher_logits(path: Path, faces: np.ndarray) -> np.ndarray:
+    """(N, classes) float logits of an int8 model's last layer, on its int8 features;
+    ValueError naming the file if its last layer is not one dense layer (vgg48's is)."""
+    try:
+        head = find_head(interpreter(path))
+    except ValueError as exc:
+        raise ValueError(f"{path}: cannot teach ({exc}; a teacher ends in one dense layer, "
+                         f"as vgg48 does)") from None  # fmt: skip
+    return features(path, faces) @ head.w.T.astype(np.float32) + head.b.astype(np.float32)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    z = np.asarray(logits, np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def teacher_targets(paths: Sequence[Path], faces: np.ndarray, temperature: float) -> np.ndarray:
+    """(N, classes) float32: the teachers' softened probabilities, averaged."""
+    if not paths:
+        raise ValueError("no teacher given")
+    probs = [softmax(teacher_logits(p, faces), temperature) for p in paths]
+    return np.mean(probs, axis=0).astype(np.float32)
