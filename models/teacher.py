@@ -28,22 +28,33 @@ sys.path.insert(0, str(HERE))
 from int8_layers import interpreter  # noqa: E402
 from refit_head import features, find_head  # noqa: E402
 
+from agent.vision.calibration import check_temperature  # noqa: E402
 
-def teacher_logits(path: Path, faces: np.ndarray) -> np.ndarray:
-    """(N, classes) float logits of an int8 model's last layer, on its int8 features;
-    ValueError naming the file if its last layer is not one dense layer (vgg48's is)."""
+
+def check_teacher(path: Path) -> None:
+    """ValueError naming the file unless it is an int8 model ending in one dense layer."""
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
     try:
-        head = find_head(interpreter(path))
+        find_head(interpreter(path))
     except ValueError as exc:
         raise ValueError(f"{path}: cannot teach ({exc}; a teacher ends in one dense layer, "
                          f"as vgg48 does)") from None  # fmt: skip
+
+
+def teacher_logits(path: Path, faces: np.ndarray) -> np.ndarray:
+    """(N, classes) float logits of an int8 model's last layer, on its int8 features.
+
+    They are not clipped to the range the file's int8 output can hold (about +-4.5 for
+    vgg48), so where the file's own probability saturates, the teacher's is sharper."""
+    check_teacher(path)
+    head = find_head(interpreter(path))
     return features(path, faces) @ head.w.T.astype(np.float32) + head.b.astype(np.float32)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    z = np.asarray(logits, np.float64) / temperature
+    """Rows of softmax(logits / temperature), in float64."""
+    z = np.asarray(logits, np.float64) / check_temperature(temperature)
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)

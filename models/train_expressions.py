@@ -29,7 +29,7 @@ FER2013's labels; only the shipped network is saved and exported (not with
 `--labels crowd_smiles` or `--init`).
 
 Distillation: `--teacher INT8.tflite [...]` mixes the teachers' softened probabilities of
-each Training face into the targets (`--distil MIX`, default 0.5; `--teacher-temperature
+each Training face into the targets (`--distil MIX`, below 1, default 0.5; `--teacher-temperature
 T`, default 2; models/teacher.py reads them through the int8 features and the float last
 layer, averaged over the teachers, once, into the run's folder).
 
@@ -139,30 +139,57 @@ def make_optimizer(cfg: dict[str, Any], steps_per_epoch: int, epochs: int) -> An
 
 
 def teacher_config(args: argparse.Namespace) -> dict[str, Any]:
-    """What a new run records of its teachers (--teacher, --distil, --teacher-temperature)."""
-    if not 0.0 < args.distil <= 1.0:
-        sys.exit(f"--distil is the teachers' share of the targets, in (0, 1]: not {args.distil}")
-    if args.teacher_temperature <= 0:
-        sys.exit(f"--teacher-temperature must be positive, not {args.teacher_temperature}")
-    files = []
-    for path in args.teacher:
-        if not path.is_file():
-            sys.exit(f"--teacher {path}: no such file")
-        files.append({"file": path.name, "sha256": sha256_of(path)})
-    return {"files": files, "mix": args.distil, "temperature": args.teacher_temperature}
+    """What a new run records of its teachers (--teacher, --distil, --teacher-temperature);
+    exits with a message for a bad value or a file that cannot teach, before any training."""
+    from teacher import check_teacher
+
+    from agent.vision.calibration import check_temperature
+
+    mix = 0.5 if args.distil is None else args.distil
+    # below 1: the class weights still follow FER2013's label, which must stay in the target
+    if not 0.0 < mix < 1.0:
+        sys.exit(f"--distil is the teachers' share of the targets, in (0, 1): not {mix}")
+    try:
+        temperature = check_temperature(
+            2.0 if args.teacher_temperature is None else args.teacher_temperature
+        )
+        for path in args.teacher:
+            check_teacher(path)
+    except ValueError as exc:
+        sys.exit(f"--teacher: {exc}")
+    files = [{"file": p.name, "sha256": sha256_of(p)} for p in args.teacher]
+    return {"files": files, "mix": mix, "temperature": temperature}
 
 
 def distil_targets(
     args: argparse.Namespace, teacher: dict[str, Any], faces: np.ndarray, ckpt_dir: Path
 ) -> np.ndarray:
-    """The teachers' soft targets for every Training face (models/teacher.py), computed once
-    and kept in the run's folder, so a resumed run needs no teacher file."""
-    cache = ckpt_dir / "teacher_targets.npy"
+    """The teachers' soft targets for every Training face (models/teacher.py).
+
+    Computed once into the run's folder with what they were made from (the teachers'
+    sha256, the temperature, the faces' sha256): a resumed run reuses them and needs no
+    teacher file; targets made from anything else are never reused."""
+    import hashlib
+
+    cache = ckpt_dir / "teacher_targets.npz"
+    made_from = json.dumps(
+        {
+            "teachers": [t["sha256"] for t in teacher["files"]],
+            "temperature": teacher["temperature"],
+            "faces": hashlib.sha256(np.ascontiguousarray(faces).tobytes()).hexdigest(),
+        },
+        sort_keys=True,
+    )
     if cache.is_file():
-        soft = np.load(cache)
-        if soft.shape == (len(faces), len(EXPRESSIONS)):
-            return soft
-    given = {sha256_of(p): p for p in (getattr(args, "teacher", None) or [])}
+        with np.load(cache) as c:
+            if str(c["made_from"]) == made_from:
+                return c["targets"]
+        print(f"{cache} was made from other teachers or faces: made again")
+    given: dict[str, Path] = {}
+    for path in getattr(args, "teacher", None) or []:
+        if not path.is_file():
+            sys.exit(f"--teacher {path}: no such file")
+        given[sha256_of(path)] = path
     missing = [t["file"] for t in teacher["files"] if t["sha256"] not in given]
     if missing:
         sys.exit(f"{cache} is missing: pass the run's teachers again with --teacher "
@@ -174,7 +201,8 @@ def distil_targets(
         soft = teacher_targets(paths, faces, teacher["temperature"])
     except ValueError as exc:
         sys.exit(str(exc))
-    np.save(cache, soft)
+    with open(cache, "wb") as f:  # a file object: np.savez adds no suffix
+        np.savez(f, targets=soft, made_from=made_from)
     names = ", ".join(p.name for p in paths)
     top = soft.max(axis=1).mean()
     print(f"teachers {names}: soft targets at T {teacher['temperature']}, mean top {top:.3f}")
@@ -218,8 +246,15 @@ def train(args: argparse.Namespace) -> int:
         weight = getattr(args, "crowd_head", None)
         if weight is not None and weight != cfg.get("crowd_head", 0.0):
             print(f"resume: keeping the run's crowd head weight {cfg.get('crowd_head', 0.0)}")
-        if getattr(args, "teacher", None) and "teacher" not in cfg:
-            print("resume: this run began without teachers; --teacher is ignored")
+        if "teacher" not in cfg and any(
+            getattr(args, k, None) is not None for k in ("teacher", "distil", "teacher_temperature")
+        ):
+            print("resume: this run began without teachers; --teacher, --distil and "
+                  "--teacher-temperature are ignored")  # fmt: skip
+        elif "teacher" in cfg and (args.distil is not None or args.teacher_temperature is not None):
+            t = cfg["teacher"]
+            print(f"resume: keeping the run's --distil {t['mix']} and --teacher-temperature "
+                  f"{t['temperature']}")  # fmt: skip
         if getattr(args, "bf16_math", False) and not cfg.get("bf16_math"):
             print("resume: keeping the run's float32 math (it began without --bf16-math)")
     else:
@@ -245,6 +280,10 @@ def train(args: argparse.Namespace) -> int:
             cfg["bf16_math"] = True
         if getattr(args, "teacher", None):
             cfg["teacher"] = teacher_config(args)
+        elif getattr(args, "distil", None) is not None or (
+            getattr(args, "teacher_temperature", None) is not None
+        ):
+            sys.exit("--distil and --teacher-temperature need --teacher")
         state = {"config": cfg, "epoch": 0, "best": None, "history": []}
     # With bf16 math, oneDNN may run float32 convolutions and matrix products in bfloat16
     # (AMX or AVX-512 BF16 where the CPU has them; ignored elsewhere). Both names are set:
@@ -532,14 +571,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--distil",
         type=float,
-        default=0.5,
+        default=None,
         metavar="MIX",
-        help="with --teacher: the teachers' share of the targets (default 0.5)",
+        help="with --teacher: the teachers' share of the targets, below 1 (default 0.5)",
     )
     p.add_argument(
         "--teacher-temperature",
         type=float,
-        default=2.0,
+        default=None,
         metavar="T",
         help="with --teacher: the temperature that softens their logits (default 2)",
     )
