@@ -26,17 +26,18 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from int8_layers import interpreter  # noqa: E402
-from refit_head import features, find_head  # noqa: E402
+from refit_head import Head, features, find_head  # noqa: E402
 
 from agent.vision.calibration import check_temperature  # noqa: E402
 
 
-def check_teacher(path: Path) -> None:
-    """ValueError naming the file unless it is an int8 model ending in one dense layer."""
+def check_teacher(path: Path) -> Head:
+    """The last layer of an int8 model that ends in one dense layer; ValueError naming the
+    file otherwise."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     try:
-        find_head(interpreter(path))
+        return find_head(interpreter(path))
     except ValueError as exc:
         raise ValueError(f"{path}: cannot teach ({exc}; a teacher ends in one dense layer, "
                          f"as vgg48 does)") from None  # fmt: skip
@@ -47,8 +48,7 @@ def teacher_logits(path: Path, faces: np.ndarray) -> np.ndarray:
 
     They are not clipped to the range the file's int8 output can hold (about +-4.5 for
     vgg48), so where the file's own probability saturates, the teacher's is sharper."""
-    check_teacher(path)
-    head = find_head(interpreter(path))
+    head = check_teacher(path)
     return features(path, faces) @ head.w.T.astype(np.float32) + head.b.astype(np.float32)
 
 

@@ -587,8 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="let oneDNN compute float32 convolutions and matrix products in bfloat16 where "
         "the CPU has AMX or AVX-512 BF16 (Keras's pass 70 -> 63 s an epoch on a 2-core Xeon "
-        "with AMX); "
-        "recorded in the run's config and kept on --resume",
+        "with AMX); recorded in the run's config and kept on --resume",
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--verbose", type=int, default=2)

@@ -157,9 +157,7 @@ def write_predictions(results: Sequence[PhotoResult], path: Path) -> None:
     `predicted` class (empty without a face) and the best face's probability of each class
     (`p_angry` ... `p_neutral`), so that two models can be compared photo by photo
     (`python -m agent.bench.paired A.csv B.csv`) and a miss seen for how sure it was."""
-    columns: list[str] = []
-    for r in results:
-        columns += [c for c in r.row if c not in columns and c is not None]
+    columns = [c for c in (results[0].row if results else {}) if c is not None]  # one file's
     header = [*columns, *PREDICTION_COLUMNS]
     with open(path, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)

@@ -23,7 +23,6 @@ each group's accuracy, paired.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
+from agent.bench.faces_eval import read_labels
 from agent.events import EXPRESSIONS
 
 
@@ -95,19 +95,8 @@ def describe(d: dict[str, Any], unit: str = "points") -> str:
 def read_predictions(path: Path) -> dict[str, dict[str, str]]:
     """file -> row of a predictions CSV (evaluate-faces --predictions); ValueError naming the
     file and line of anything that cannot be read as one."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            missing = {"file", "expression", "predicted"} - set(reader.fieldnames or [])
-            if missing:
-                raise ValueError(f"{path}: no column {', '.join(sorted(missing))}")
-            rows = list(enumerate(reader, 2))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"{path}: unreadable ({exc})") from None
     by_file: dict[str, dict[str, str]] = {}
-    for line, row in rows:
+    for line, row in read_labels(path, ("predicted",)):  # LabelsError is a ValueError
         if row.get("expression") not in EXPRESSIONS or row.get("predicted") is None:
             raise ValueError(f"{path}, line {line}: not a prediction row "
                              f"(expression {row.get('expression')!r})")  # fmt: skip
