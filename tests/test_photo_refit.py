@@ -45,6 +45,16 @@ def test_folds_keep_each_persons_photos_together_and_deal_every_group() -> None:
         assert genders == {"female", "male"}
     assert np.array_equal(folds, photo_refit.person_folds(rows[::-1], 5, ["gender"])[::-1])
 
+    # another deal with a seed: the same guarantees, other groupings, stable for a subset
+    seeded = photo_refit.person_folds(rows, 5, ["gender"], seed=3)
+    for k in range(5):
+        genders = {r["gender"] for r, f in zip(rows, seeded, strict=True) if f == k}
+        assert genders == {"female", "male"}
+    assert all(seeded[i] == seeded[i + 1] for i in range(0, len(rows), 2))  # photos together
+    assert not np.array_equal(seeded, folds)
+    assert not np.array_equal(seeded, photo_refit.person_folds(rows, 5, ["gender"], seed=4))
+    assert np.array_equal(seeded, photo_refit.person_folds(rows[::-1], 5, ["gender"], 3)[::-1])
+
 
 def test_photo_targets_are_smoothed_one_hot_and_a_photo_weighs_w() -> None:
     y = np.array([EXPRESSIONS.index("happy"), EXPRESSIONS.index("neutral")])
@@ -100,6 +110,7 @@ def test_photo_crops_are_the_live_crop_and_its_views(photos: Path, capsys) -> No
     assert crops.shape == (3, 2 * views, 48, 48) and crops.dtype == np.uint8
     assert [r["file"] for r in got["rows"]] == ["neutral_0000.png", "neutral_0010.png",
                                                  "happy_0030.png"]  # fmt: skip
+    assert got["lines"] == [2, 3, 4]
     assert np.array_equal(crops[:, views:], crops[:, :views, :, ::-1])  # the mirrors
     assert not np.array_equal(crops[:, 0], crops[:, 1])  # another margin, another crop
     assert "line 5: no face found" in capsys.readouterr().err
@@ -170,3 +181,77 @@ def test_stage4_cache_reads_the_files_own_stage3_and_last_layers(photos: Path, t
     agree = np.mean(float_probs.argmax(axis=1) == int8_probs.argmax(axis=1))
     assert agree >= 0.85, agree
     assert np.abs(float_probs - int8_probs).max() < 0.05
+
+
+def test_target_ratio_is_the_worst_london_figure_over_its_target() -> None:
+    happy, neutral = EXPRESSIONS.index("happy"), EXPRESSIONS.index("neutral")
+    # 4 women, 4 men, each a smile and a neutral photo
+    y = np.array([happy, neutral] * 8)
+    men = np.repeat([False, True], 8)
+    pred = y.copy()
+    assert photo_refit.target_ratio(y, pred, [~men, men]) == pytest.approx(1 / 0.95)
+    pred[[8, 10]] = neutral  # two of the four men's smiles missed: 0.5 / 0.65
+    assert photo_refit.target_ratio(y, pred, [~men, men]) == pytest.approx(0.5 / 0.65)
+    assert photo_refit.target_ratio(y, pred, []) == pytest.approx(0.75 / 0.75)
+    pred[[1, 3, 5]] = happy  # and 3 of 8 neutral faces read happy: 0.625 / 0.95
+    assert photo_refit.target_ratio(y, pred, [~men, men]) == pytest.approx(0.625 / 0.95)
+
+
+def test_choose_weight_takes_the_best_score_and_the_smaller_w_on_a_tie() -> None:
+    assert photo_refit.choose_weight({30.0: 0.9, 100.0: 1.02, 200.0: 0.99}) == 100.0
+    assert photo_refit.choose_weight({200.0: 1.02, 30.0: 0.9, 100.0: 1.02}) == 100.0
+
+
+def test_nested_never_fits_on_the_people_it_reads(photos: Path, tmp_path, capsys) -> None:
+    """Every layer that reads an outer fold's people, and every layer that chose its W, was
+    fitted without them; the W chosen is the inner score's best."""
+    got = photo_refit.photo_crops(photos, by=["gender"])
+    crops, y, rows = got["crops"], got["y"], got["rows"]
+    n, v = crops.shape[:2]
+    feats = np.arange(n, dtype=np.float64)[:, None, None] * np.ones((n, v, 4))  # row id
+    fits: list[set[int]] = []
+
+    class Recorder:
+        def fit(self, f, yy, weight, free):
+            fits.append({int(i) for i in f[:, 0]})
+            return BASE.read_bytes(), {}
+
+    a = type("A", (), {"folds": 3, "inner_folds": 2, "by": [], "weights": [30.0, 100.0],
+                       "out": tmp_path / "nested.json", "fold_seed": None})()  # fmt: skip
+    pred = photo_refit.nested(a, Recorder(), feats, crops, y, rows, None)
+    assert pred.shape == (n,)
+    outer = photo_refit.person_folds(rows, 3, [])
+    # per outer fold: 2 weights x 2 inner folds, then the fit that reads the fold
+    per_fold = 2 * 2 + 1
+    for k in range(3):
+        held = set(np.flatnonzero(outer == k).tolist())
+        for seen in fits[k * per_fold : (k + 1) * per_fold]:
+            assert not seen & held
+    import json
+
+    report = json.loads(a.out.read_text())
+    assert set(report["outer_folds"]) == {"0", "1", "2"}
+    for fold in report["outer_folds"].values():
+        scores = {float(w): s for w, s in fold["inner_scores"].items()}
+        assert fold["W"] == photo_refit.choose_weight(scores)
+    assert report["on_everyone"]["W"] in (30.0, 100.0)
+    assert "on everyone: W=" in capsys.readouterr().out
+
+
+def test_nested_command_writes_predictions_the_paired_tool_reads(photos: Path, tmp_path) -> None:
+    from agent.bench.paired import read_predictions
+
+    fer = mini_fer2013(tmp_path / "mini.npz", train=60)
+    out, preds = tmp_path / "nested.json", tmp_path / "nested.csv"
+    argv = ["nested", "--fer2013", str(fer), "--labels", str(photos), "--base", str(BASE),
+            "--weights", "30", "300", "--folds", "3", "--inner-folds", "2", "--free", "happy",
+            "--out", str(out), "--predictions", str(preds)]  # fmt: skip
+    assert photo_refit.main(argv) == 0
+    got = read_predictions(preds)
+    assert sorted(got) == ["happy_0030.png", "neutral_0000.png", "neutral_0010.png"]
+    import json
+
+    report = json.loads(out.read_text())
+    happy = sum(got[f]["predicted"] == "happy" for f in got if got[f]["expression"] == "happy")
+    assert report["nested"]["overall"]["smiles_happy"] == f"{happy}/1"
+    assert got["neutral_0000.png"]["line"] == "2"
