@@ -179,6 +179,15 @@ def predict_file(model: bytes, crops: np.ndarray) -> np.ndarray:
         return clf.predict(crops).argmax(axis=1)
 
 
+def groups(rows: list[dict[str, str]], by: list[str]) -> list[tuple[str, str, np.ndarray]]:
+    """(column, value, mask of its rows) for each value of each `by` column."""
+    out = []
+    for c in by:
+        col = np.array([r.get(c) or "" for r in rows])
+        out += [(c, str(v), col == v) for v in sorted(set(col))]
+    return out
+
+
 def rates(
     y: np.ndarray, pred: np.ndarray, rows: list[dict[str, str]], by: list[str]
 ) -> dict[str, Any]:
@@ -190,10 +199,9 @@ def rates(
         return {"smiles_happy": f"{int(np.sum(pred[s] == happy))}/{int(s.sum())}",
                 "neutral_not_happy": f"{int(np.sum(pred[n] != happy))}/{int(n.sum())}"}  # fmt: skip
 
-    out = {"overall": block(np.ones(len(y), bool))}
-    for c in by:
-        col = np.array([r.get(c) or "" for r in rows])
-        out[c] = {str(v): block(col == v) for v in sorted(set(col))}
+    out: dict[str, Any] = {"overall": block(np.ones(len(y), bool))}
+    for column, value, mask in groups(rows, by):
+        out.setdefault(column, {})[value] = block(mask)
     return out
 
 
@@ -202,7 +210,7 @@ SMILES_TARGET, GROUP_SMILES_TARGET, NEUTRAL_TARGET = 0.75, 0.65, 0.95
 each `--by` column), neutral faces read not-happy."""
 
 
-def target_ratio(y: np.ndarray, pred: np.ndarray, groups: list[np.ndarray]) -> float:
+def target_ratio(y: np.ndarray, pred: np.ndarray, masks: list[np.ndarray]) -> float:
     """The worst of each London figure over its target (>= 1: every target met): smiles read
     happy overall and within each group's mask, and neutral faces read not-happy."""
     happy, neutral = EXPRESSIONS.index("happy"), EXPRESSIONS.index("neutral")
@@ -213,7 +221,7 @@ def target_ratio(y: np.ndarray, pred: np.ndarray, groups: list[np.ndarray]) -> f
 
     ratios = [share(smile, pred == happy) / SMILES_TARGET,
               share(y == neutral, pred != happy) / NEUTRAL_TARGET]  # fmt: skip
-    ratios += [share(smile & g, pred == happy) / GROUP_SMILES_TARGET for g in groups]
+    ratios += [share(smile & g, pred == happy) / GROUP_SMILES_TARGET for g in masks]
     return min(ratios)
 
 
@@ -221,15 +229,6 @@ def choose_weight(scores: dict[float, float]) -> float:
     """The `W` whose cross-validated `target_ratio` is highest; a tie goes to the smaller `W`
     (the layer closer to FER2013's alone)."""
     return min(scores, key=lambda w: (-scores[w], w))
-
-
-def group_masks(rows: list[dict[str, str]], by: list[str]) -> list[np.ndarray]:
-    """One mask per value of each `by` column."""
-    masks = []
-    for c in by:
-        col = np.array([r.get(c) or "" for r in rows])
-        masks += [col == v for v in sorted(set(col))]
-    return masks
 
 
 def cv_predict(
@@ -264,8 +263,8 @@ def select_weight(
 ) -> tuple[float, dict[float, float]]:
     """The procedure's choice on these photos alone: `folds`-fold CV by person of every `W`,
     scored by `target_ratio`, chosen by `choose_weight`; and every `W`'s score."""
-    split, groups = person_folds(rows, folds, by, seed), group_masks(rows, by)
-    scores = {w: target_ratio(y, cv_predict(refitter, feats, crops, y, split, w, free), groups)
+    split, masks = person_folds(rows, folds, by, seed), [m for *_, m in groups(rows, by)]
+    scores = {w: target_ratio(y, cv_predict(refitter, feats, crops, y, split, w, free), masks)
               for w in weights}  # fmt: skip
     return choose_weight(scores), scores
 
@@ -356,7 +355,7 @@ def nested(
         print(f"outer fold {k}: W={w:g}, inner {chosen[k]['inner_scores']}", flush=True)
     report: dict[str, Any] = {
         "nested": rates(y, pred, rows, a.by),
-        "target_ratio": round(target_ratio(y, pred, group_masks(rows, a.by)), 4),
+        "target_ratio": round(target_ratio(y, pred, [m for *_, m in groups(rows, a.by)]), 4),
         "outer_folds": chosen,
     }
     print("nested", json.dumps(report["nested"]), f"target ratio {report['target_ratio']}")
