@@ -21,8 +21,8 @@ optimistic: the figure helped choose. `nested` is the honest estimate of the who
 procedure, choosing included: in each outer fold, `W` is chosen by an inner cross-validation
 on the other people only (`choose_weight`, the issue's London targets), the layer fitted on
 them with it and read on the held-out people; it ends with the `W` the same choice makes on
-everyone, the one `build` should be given. `build` fits on every photo and writes the file
-to judge.
+everyone, the one `build` should be given (from a run without `--fold-seed`: another deal
+may choose another `W`). `build` fits on every photo and writes the file to judge.
 
 Each photo gives `len(MARGINS) * 2` samples: its crop at each margin, and each mirrored;
 a photo weighs `W` in all, split evenly (a FER2013 face weighs its class weight, ~1).
@@ -100,7 +100,7 @@ def photo_crops(
         views = [align_face(image, face, size, margin) for margin in MARGINS]
         crops.append(np.stack(views + [v[:, ::-1] for v in views]))
         ys.append(EXPRESSIONS.index(label))
-        rows.append(row)
+        rows.append({**row, "expression": label})  # as evaluate-faces writes it back
         lines.append(line)
     return {"crops": np.stack(crops), "y": np.array(ys), "rows": rows, "lines": lines}
 
@@ -111,7 +111,7 @@ def person_folds(
     """Fold of each row: persons sorted by the `stratify` columns then id, dealt round-robin,
     so each fold gets a share of every group and a person's photos share one fold. With a
     `seed`, persons within a group are ordered by a hash of (seed, id) instead: another
-    deal of the same people, the same for any subset of them (how nested folds agree)."""
+    deal of the same people, whose relative order is the same within any subset of them."""
 
     def order(person: str) -> str:
         if seed is None:
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fer2013", type=Path, required=True)
     p.add_argument("--labels", type=Path, required=True, help="CSV: file, expression, person")
     p.add_argument("--base", type=Path, required=True, help="the int8 file before any refit")
-    p.add_argument("--weights", type=float, nargs="+", default=[10.0], help="cv: W grid")
+    p.add_argument("--weights", type=float, nargs="+", default=[10.0], help="cv, nested: W grid")
     p.add_argument("--weight", type=float, default=10.0, help="build: W")
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--inner-folds", type=int, default=5, help="nested: folds that choose W")
@@ -292,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="nested: each photo's held-out class, as evaluate-faces --predictions "
                    "writes it (for python -m agent.bench.paired)")  # fmt: skip
     a = p.parse_args(argv)
+    if a.compare is not None and a.mode != "cv":
+        p.error("--compare is for cv; nested writes --predictions for agent.bench.paired")
 
     photos = photo_crops(a.labels, by=a.by)
     crops, y, rows = photos["crops"], photos["y"], photos["rows"]
@@ -344,7 +346,7 @@ def nested(
     seed = a.fold_seed
     outer = person_folds(rows, a.folds, a.by, seed)
     pred, chosen = np.empty(len(y), np.int64), {}
-    for k in range(a.folds):
+    for k in np.unique(outer).tolist():
         held = outer == k
         keep = [r for r, h in zip(rows, held, strict=True) if not h]
         w, scores = select_weight(refitter, feats[~held], crops[~held], y[~held], keep, a.by,

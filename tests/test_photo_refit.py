@@ -202,40 +202,89 @@ def test_choose_weight_takes_the_best_score_and_the_smaller_w_on_a_tie() -> None
     assert photo_refit.choose_weight({200.0: 1.02, 30.0: 0.9, 100.0: 1.02}) == 100.0
 
 
-def test_nested_never_fits_on_the_people_it_reads(photos: Path, tmp_path, capsys) -> None:
-    """Every layer that reads an outer fold's people, and every layer that chose its W, was
-    fitted without them; the W chosen is the inner score's best."""
-    got = photo_refit.photo_crops(photos, by=["gender"])
-    crops, y, rows = got["crops"], got["y"], got["rows"]
-    n, v = crops.shape[:2]
-    feats = np.arange(n, dtype=np.float64)[:, None, None] * np.ones((n, v, 4))  # row id
-    fits: list[set[int]] = []
+def _people(n: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
+    """n people, half women, each a neutral and a smiling photo; every crop's first pixel is
+    its photo's index, every feature its photo's index, so a fake refit and reader can
+    tell which photos they were given."""
+    happy, neutral = EXPRESSIONS.index("happy"), EXPRESSIONS.index("neutral")
+    rows = [{"person": f"{i:02d}", "gender": "female" if i % 2 else "male",
+             "expression": e, "file": f"{i:02d}_{e}.jpg"}
+            for i in range(n) for e in ("neutral", "happy")]  # fmt: skip
+    y = np.array([happy if r["expression"] == "happy" else neutral for r in rows])
+    crops = np.zeros((len(rows), 2, 48, 48), np.uint8)
+    crops[:, :, 0, 0] = np.arange(len(rows))[:, None]
+    return crops, y, rows
+
+
+@pytest.mark.parametrize("seed", [None, 5])
+def test_nested_never_fits_on_the_people_it_reads(monkeypatch, tmp_path, seed) -> None:
+    """Every layer that reads an outer fold's people, and every layer that helped choose its
+    W, was fitted without them; each inner fit without exactly its inner fold; the W chosen
+    is the one whose held-out reading meets the targets."""
+    crops, y, rows = _people(12)
+    feats = np.arange(len(rows), dtype=np.float64)[:, None, None] * np.ones((len(rows), 2, 4))
+    fits: list[tuple[set[int], float]] = []
 
     class Recorder:
         def fit(self, f, yy, weight, free):
-            fits.append({int(i) for i in f[:, 0]})
-            return BASE.read_bytes(), {}
+            fits.append(({int(i) for i in f[:, 0]}, weight))
+            return f"W={weight:g}".encode(), {}
 
-    a = type("A", (), {"folds": 3, "inner_folds": 2, "by": [], "weights": [30.0, 100.0],
-                       "out": tmp_path / "nested.json", "fold_seed": None})()  # fmt: skip
+    def read(model: bytes, c: np.ndarray) -> np.ndarray:
+        ids = c[:, 0, 0].astype(int)  # W=100 reads every photo right, W=30 no smile
+        return y[ids] if model == b"W=100" else np.full(len(ids), EXPRESSIONS.index("neutral"))
+
+    monkeypatch.setattr(photo_refit, "predict_file", read)
+    a = type("A", (), {"folds": 3, "inner_folds": 2, "by": ["gender"], "weights": [30.0, 100.0],
+                       "out": tmp_path / "nested.json", "fold_seed": seed})()  # fmt: skip
     pred = photo_refit.nested(a, Recorder(), feats, crops, y, rows, None)
-    assert pred.shape == (n,)
-    outer = photo_refit.person_folds(rows, 3, [])
-    # per outer fold: 2 weights x 2 inner folds, then the fit that reads the fold
-    per_fold = 2 * 2 + 1
+    assert np.array_equal(pred, y)  # every outer fold read by the W=100 layer
+
+    outer = photo_refit.person_folds(rows, 3, ["gender"], seed)
+    per_fold = 2 * 2 + 1  # 2 weights x 2 inner folds, then the fit that reads the fold
+    assert len(fits) == 3 * per_fold + 2 * 2  # and the choice on everyone
     for k in range(3):
         held = set(np.flatnonzero(outer == k).tolist())
-        for seen in fits[k * per_fold : (k + 1) * per_fold]:
-            assert not seen & held
+        keep = np.flatnonzero(outer != k)
+        inner = photo_refit.person_folds([rows[i] for i in keep], 2, ["gender"], seed)
+        block = fits[k * per_fold : (k + 1) * per_fold]
+        for j, (seen, _) in enumerate(block[:-1]):
+            assert seen == set(keep[inner != j % 2].tolist())  # exactly its inner fold out
+        assert block[-1] == (set(keep.tolist()), 100.0)
+        assert not any(seen & held for seen, _ in block)
     import json
 
     report = json.loads(a.out.read_text())
-    assert set(report["outer_folds"]) == {"0", "1", "2"}
-    for fold in report["outer_folds"].values():
-        scores = {float(w): s for w, s in fold["inner_scores"].items()}
-        assert fold["W"] == photo_refit.choose_weight(scores)
-    assert report["on_everyone"]["W"] in (30.0, 100.0)
-    assert "on everyone: W=" in capsys.readouterr().out
+    assert [f["W"] for f in report["outer_folds"].values()] == [100.0] * 3
+    assert report["on_everyone"]["W"] == 100.0
+    assert report["nested"]["gender"]["male"]["smiles_happy"] == "6/6"
+
+
+def test_cv_reads_each_fold_with_a_layer_fitted_without_it(monkeypatch) -> None:
+    crops, y, rows = _people(10)
+    feats = np.arange(len(rows), dtype=np.float64)[:, None, None] * np.ones((len(rows), 2, 4))
+    fitted: list[set[int]] = []
+
+    class Recorder:
+        def fit(self, f, yy, weight, free):
+            fitted.append({int(i) for i in f[:, 0]})
+            return str(len(fitted) - 1).encode(), {}
+
+    read_by: dict[int, int] = {}
+
+    def read(model: bytes, c: np.ndarray) -> np.ndarray:
+        for i in c[:, 0, 0].astype(int):
+            read_by[int(i)] = int(model)
+        return y[c[:, 0, 0].astype(int)]
+
+    monkeypatch.setattr(photo_refit, "predict_file", read)
+    folds = photo_refit.person_folds(rows, 5, ["gender"])
+    pred = photo_refit.cv_predict(Recorder(), feats, crops, y, folds, 30.0, None)
+    assert np.array_equal(pred, y) and len(fitted) == 5
+    assert sorted(read_by) == list(range(len(rows)))
+    for i, model in read_by.items():
+        assert i not in fitted[model]
+        assert fitted[model] == set(np.flatnonzero(folds != folds[i]).tolist())
 
 
 def test_nested_command_writes_predictions_the_paired_tool_reads(photos: Path, tmp_path) -> None:
@@ -243,7 +292,9 @@ def test_nested_command_writes_predictions_the_paired_tool_reads(photos: Path, t
 
     fer = mini_fer2013(tmp_path / "mini.npz", train=60)
     out, preds = tmp_path / "nested.json", tmp_path / "nested.csv"
-    argv = ["nested", "--fer2013", str(fer), "--labels", str(photos), "--base", str(BASE),
+    labels = photos.with_name("labels_cased.csv")  # a label as a person might type it
+    labels.write_text(photos.read_text().replace(",happy,", ",Happy ,"))
+    argv = ["nested", "--fer2013", str(fer), "--labels", str(labels), "--base", str(BASE),
             "--weights", "30", "300", "--folds", "3", "--inner-folds", "2", "--free", "happy",
             "--out", str(out), "--predictions", str(preds)]  # fmt: skip
     assert photo_refit.main(argv) == 0
