@@ -55,7 +55,12 @@ from refit_head import (  # noqa: E402
     with_layer,
 )
 
-from agent.bench.faces_eval import PhotoResult, read_labels, write_predictions  # noqa: E402
+from agent.bench.faces_eval import (  # noqa: E402
+    PhotoResult,
+    check_predictions_path,
+    read_labels,
+    write_predictions,
+)
 from agent.vision.align import CROP_MARGIN  # noqa: E402
 from agent.vision.expressions import EXPRESSIONS  # noqa: E402
 
@@ -294,9 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.compare is not None and a.mode != "cv":
         p.error("--compare is for cv; nested writes --predictions for agent.bench.paired")
+    if a.predictions is not None and a.mode != "nested":
+        p.error("--predictions is for nested")
 
     photos = photo_crops(a.labels, by=a.by)
     crops, y, rows = photos["crops"], photos["y"], photos["rows"]
+    if a.predictions is not None:  # refused before any fit, as evaluate-faces does
+        read = list(zip(photos["lines"], rows, strict=True))
+        check_predictions_path(a.predictions, a.labels, read)
     n, v = crops.shape[:2]
     print(f"{n} photos, {v} views each; classes {dict(Counter(EXPRESSIONS[i] for i in y))}")
     feats = features(a.base, crops.reshape(n * v, *crops.shape[2:])).reshape(n, v, -1)

@@ -306,3 +306,20 @@ def test_nested_command_writes_predictions_the_paired_tool_reads(photos: Path, t
     happy = sum(got[f]["predicted"] == "happy" for f in got if got[f]["expression"] == "happy")
     assert report["nested"]["overall"]["smiles_happy"] == f"{happy}/1"
     assert got["neutral_0000.png"]["line"] == "2"
+
+
+def test_nested_refuses_to_write_predictions_over_its_labels(photos: Path, tmp_path) -> None:
+    from agent.bench.faces_eval import LabelsError
+
+    fer = mini_fer2013(tmp_path / "mini.npz", train=20)
+    labels = photos.with_name("labels_copy.csv")
+    labels.write_text(photos.read_text())
+    before = labels.read_text()
+    argv = ["nested", "--fer2013", str(fer), "--labels", str(labels), "--base", str(BASE),
+            "--folds", "3", "--inner-folds", "2", "--predictions", str(labels)]  # fmt: skip
+    with pytest.raises(LabelsError, match="is the labels file itself"):
+        photo_refit.main(argv)
+    assert labels.read_text() == before
+    with pytest.raises(SystemExit):
+        photo_refit.main(["cv", "--fer2013", str(fer), "--labels", str(labels), "--base",
+                          str(BASE), "--predictions", str(tmp_path / "p.csv")])  # fmt: skip
