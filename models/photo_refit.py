@@ -374,7 +374,9 @@ def nested(
     w, scores = select_weight(refitter, feats, crops, y, rows, a.by, a.weights, a.inner_folds,
                               free, seed)  # fmt: skip
     report["on_everyone"] = {"W": w, "scores": {f"{v:g}": round(s, 4) for v, s in scores.items()}}
-    print(f"on everyone: W={w:g} (build --weight {w:g}), scores {report['on_everyone']['scores']}")
+    same = f" --free {' '.join(EXPRESSIONS[i] for i in free)}" if free else ""
+    print(f"on everyone: W={w:g} (build --weight {w:g}{same}), "
+          f"scores {report['on_everyone']['scores']}")  # fmt: skip
     if a.out is not None:
         a.out.write_text(json.dumps(report, indent=1))
     return pred

@@ -287,7 +287,9 @@ def test_cv_reads_each_fold_with_a_layer_fitted_without_it(monkeypatch) -> None:
         assert fitted[model] == set(np.flatnonzero(folds != folds[i]).tolist())
 
 
-def test_nested_command_writes_predictions_the_paired_tool_reads(photos: Path, tmp_path) -> None:
+def test_nested_command_writes_predictions_the_paired_tool_reads(
+    photos: Path, tmp_path, capsys
+) -> None:
     from agent.bench.paired import read_predictions
 
     fer = mini_fer2013(tmp_path / "mini.npz", train=60)
@@ -298,6 +300,9 @@ def test_nested_command_writes_predictions_the_paired_tool_reads(photos: Path, t
             "--weights", "30", "300", "--folds", "3", "--inner-folds", "2", "--free", "happy",
             "--out", str(out), "--predictions", str(preds)]  # fmt: skip
     assert photo_refit.main(argv) == 0
+    import re
+
+    assert re.search(r"\(build --weight (30|300) --free happy\)", capsys.readouterr().out)
     got = read_predictions(preds)
     assert sorted(got) == ["happy_0030.png", "neutral_0000.png", "neutral_0010.png"]
     import json
