@@ -58,6 +58,7 @@ from refit_head import (  # noqa: E402
 from agent.bench.faces_eval import (  # noqa: E402
     PhotoResult,
     check_predictions_path,
+    expression_label,
     read_labels,
     write_predictions,
 )
@@ -87,14 +88,15 @@ def photo_crops(
                        min_face_px=m.min_face_px)  # fmt: skip
     crops, ys, rows, lines = [], [], [], []
     for line, row in read_labels(labels, ["person", *(by or [])]):
-        label = (row.get("expression") or "").strip().lower()
+        label = expression_label(row)
         try:
             image = read_image(labels.parent / row["file"])
         except (SessionError, OSError) as exc:
             print(f"line {line}: {exc}: left out", file=sys.stderr)
             continue
-        if label not in EXPRESSIONS:
-            print(f"line {line}: unknown expression {label!r}: left out", file=sys.stderr)
+        if label is None:
+            print(f"line {line}: unknown expression {row.get('expression')!r}: left out",
+                  file=sys.stderr)  # fmt: skip
             continue
         faces = det.detect(image)
         if not faces:
@@ -305,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     photos = photo_crops(a.labels, by=a.by)
     crops, y, rows = photos["crops"], photos["y"], photos["rows"]
     if a.predictions is not None:  # refused before any fit, as evaluate-faces does
-        read = list(zip(photos["lines"], rows, strict=True))
-        check_predictions_path(a.predictions, a.labels, read)
+        numbered = list(zip(photos["lines"], rows, strict=True))
+        check_predictions_path(a.predictions, a.labels, numbered)
     n, v = crops.shape[:2]
     print(f"{n} photos, {v} views each; classes {dict(Counter(EXPRESSIONS[i] for i in y))}")
     feats = features(a.base, crops.reshape(n * v, *crops.shape[2:])).reshape(n, v, -1)
@@ -341,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _by_weight(scores: dict[float, float]) -> dict[str, float]:
+    """Scores keyed as the report and the printout name each `W`."""
+    return {f"{w:g}": round(s, 4) for w, s in scores.items()}
+
+
 def nested(
     a: argparse.Namespace,
     refitter: Refitter,
@@ -363,7 +370,7 @@ def nested(
                                   a.weights, a.inner_folds, free, seed)  # fmt: skip
         model, _ = refitter.fit(feats[~held].reshape(-1, feats.shape[2]), y[~held], w, free)
         pred[held] = predict_file(model, crops[held, 0])
-        chosen[k] = {"W": w, "inner_scores": {f"{v:g}": round(s, 4) for v, s in scores.items()}}
+        chosen[k] = {"W": w, "inner_scores": _by_weight(scores)}
         print(f"outer fold {k}: W={w:g}, inner {chosen[k]['inner_scores']}", flush=True)
     report: dict[str, Any] = {
         "nested": rates(y, pred, rows, a.by),
@@ -373,7 +380,7 @@ def nested(
     print("nested", json.dumps(report["nested"]), f"target ratio {report['target_ratio']}")
     w, scores = select_weight(refitter, feats, crops, y, rows, a.by, a.weights, a.inner_folds,
                               free, seed)  # fmt: skip
-    report["on_everyone"] = {"W": w, "scores": {f"{v:g}": round(s, 4) for v, s in scores.items()}}
+    report["on_everyone"] = {"W": w, "scores": _by_weight(scores)}
     same = f" --free {' '.join(EXPRESSIONS[i] for i in free)}" if free else ""
     print(f"on everyone: W={w:g} (build --weight {w:g}{same}), "
           f"scores {report['on_everyone']['scores']}")  # fmt: skip

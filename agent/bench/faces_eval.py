@@ -117,6 +117,12 @@ class PhotoResult(NamedTuple):
     probabilities: np.ndarray | None
 
 
+def expression_label(row: dict[str, str]) -> str | None:
+    """A labels row's expression as a FER2013 class name (trimmed, lower case), or None."""
+    label = (row.get("expression") or "").strip().lower()
+    return label if label in EXPRESSIONS else None
+
+
 def predict_photos(
     rows: list[tuple[int, dict[str, str]]], root: Path, pipeline: Any, log: Any
 ) -> list[PhotoResult]:
@@ -125,8 +131,8 @@ def predict_photos(
 
     out: list[PhotoResult] = []
     for line, row in rows:
-        label = (row.get("expression") or "").strip().lower()
-        if label not in EXPRESSIONS:
+        label = expression_label(row)
+        if label is None:
             log(f"line {line}: unknown expression {row.get('expression')!r} "
                 f"(one of {', '.join(EXPRESSIONS)}): row left out")  # fmt: skip
             continue
