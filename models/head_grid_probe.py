@@ -13,7 +13,7 @@ the shipped head), and scores each on PublicTest, float on the int8 features:
 (`--base`: the network before the refit, `git show a6ac7a6:models/emotion_vgg48_int8.tflite`.)
 The L2 weight of each G is chosen by 5-fold cross-validation on Training (held-out loss,
 folds by image: FER2013 has no subject ids) from `LAMBDAS`, then the head is refitted on all
-of Training. Result and decision: models/MODELS.md, "Tried, not kept: a head that knows where".
+of Training. Result and decision: models/EXPERIMENTS.md, "Tried, not kept: a head that knows where".
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ BatchNorm already folded into the convolutions' biases (config "batchnorm": fals
 starts it from the int8 file's weights (`load_int8_weights`). With `--unfold` it keeps
 BatchNorm and sets it so the network computes what the file computes
 (`load_int8_weights_unfolded`), so that it trains as the original run did; measured, that
-changed little (MODELS.md, "run A with BatchNorm").
+changed little (EXPERIMENTS.md, "run A with BatchNorm").
 """
 
 from __future__ import annotations
