@@ -8,6 +8,8 @@ mechanics that must hold for any data.
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -252,8 +254,6 @@ def test_nested_never_fits_on_the_people_it_reads(monkeypatch, tmp_path, seed) -
             assert seen == set(keep[inner != j % 2].tolist())  # exactly its inner fold out
         assert block[-1] == (set(keep.tolist()), 100.0)
         assert not any(seen & held for seen, _ in block)
-    import json
-
     report = json.loads(a.out.read_text())
     assert [f["W"] for f in report["outer_folds"].values()] == [100.0] * 3
     assert report["on_everyone"]["W"] == 100.0
@@ -300,13 +300,9 @@ def test_nested_command_writes_predictions_the_paired_tool_reads(
             "--weights", "30", "300", "--folds", "3", "--inner-folds", "2", "--free", "happy",
             "--out", str(out), "--predictions", str(preds)]  # fmt: skip
     assert photo_refit.main(argv) == 0
-    import re
-
     assert re.search(r"\(build --weight (30|300) --free happy\)", capsys.readouterr().out)
     got = read_predictions(preds)
     assert sorted(got) == ["happy_0030.png", "neutral_0000.png", "neutral_0010.png"]
-    import json
-
     report = json.loads(out.read_text())
     happy = sum(got[f]["predicted"] == "happy" for f in got if got[f]["expression"] == "happy")
     assert report["nested"]["overall"]["smiles_happy"] == f"{happy}/1"
