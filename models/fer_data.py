@@ -1,5 +1,5 @@
 """FER2013 as the expression model learns from it: a build-time module (numpy; TensorFlow
-only inside `augment_fn`).
+only inside `augment_fn` and `untuned`).
 
 The Training and PublicTest splits, the FER+ crowd's votes blended into the targets, class
 weights from the label counts, and the on-the-fly augmentation. Shared by training
@@ -107,6 +107,21 @@ def augment_fn(seed: int, scale: tuple[float, float], shift: float) -> Any:
         return x * 2.0 - 1.0, y, sw
 
     return aug
+
+
+def untuned(ds: Any) -> Any:
+    """`ds` with tf.data's autotuning off, for a pipeline whose parallelism is set by hand.
+
+    With it on, ending an epoch's iterator waited for the tuning thread's next wake-up, and
+    its period doubles from 10 ms to 60 s: py-spy found training's main thread in
+    RootDataset::Iterator's destructor for about 57 s after every other epoch. Keras ends
+    the iterator after every epoch. Values and order do not change.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def class_weights(y: np.ndarray, power: float) -> np.ndarray:

@@ -123,6 +123,7 @@ def train(c: Any, photos: np.ndarray, y: np.ndarray, weight: float, epochs: int 
     """The stage trained on FER2013 + the given photos' views (W per photo); seed 0."""
     import tensorflow as tf
     import tf_keras as keras
+    from fer_data import untuned
     from photo_refit import photo_targets
 
     keras.utils.set_random_seed(0)
@@ -136,7 +137,7 @@ def train(c: Any, photos: np.ndarray, y: np.ndarray, weight: float, epochs: int 
     opt.exclude_from_weight_decay(var_names=["bias"])
     model.compile(opt, loss=keras.losses.CategoricalCrossentropy(from_logits=True))
     data = tf.data.Dataset.from_tensor_slices((x, targets, weights))
-    data = data.shuffle(len(x), seed=0, reshuffle_each_iteration=True).batch(64)
+    data = untuned(data.shuffle(len(x), seed=0, reshuffle_each_iteration=True).batch(64))
     model.fit(data, epochs=epochs, verbose=0)
     return model
 

@@ -84,6 +84,7 @@ from fer_data import (  # noqa: E402
     ferplus_targets,
     load_fer2013,
     load_ferplus,
+    untuned,
 )
 from vgg48 import (  # noqa: E402
     DEFAULTS,
@@ -383,13 +384,7 @@ def train(args: argparse.Namespace) -> int:
         jitter = (tuple(cfg["scale_jitter"]), cfg["shift_jitter"])
         aug = augment_fn(cfg["seed"] * 1000 + epoch, *jitter)
         ds = ds.map(aug, num_parallel_calls=1)
-        # No autotuning: the pipeline's parallelism is set by hand, and with autotuning on,
-        # ending an epoch's iterator waited for tf.data's tuning thread to wake from a sleep
-        # that doubles up to 60 s: about 57 s lost in every other epoch (py-spy: the main
-        # thread in RootDataset::Iterator's destructor). Values and order are unchanged.
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        return ds.prefetch(2).with_options(options)
+        return untuned(ds.prefetch(2))  # autotuning cost ~57 s in every other epoch
 
     for epoch in range(start, cfg["epochs"]):
         t0 = time.time()
