@@ -2,8 +2,9 @@
 only inside `augment_fn` and `untuned`).
 
 The Training and PublicTest splits, the FER+ crowd's votes blended into the targets, class
-weights from the label counts, and the on-the-fly augmentation. Shared by training
-(train_expressions.py), the last-layer refit (refit_head.py) and its probes.
+weights from the label counts, the on-the-fly augmentation, and how a training pipeline
+runs (`untuned`). Shared by training (train_expressions.py), the refits (refit_head.py,
+stage4_refit.py) and their probes.
 """
 
 from __future__ import annotations
@@ -112,10 +113,10 @@ def augment_fn(seed: int, scale: tuple[float, float], shift: float) -> Any:
 def untuned(ds: Any) -> Any:
     """`ds` with tf.data's autotuning off, for a pipeline whose parallelism is set by hand.
 
-    With it on, ending an epoch's iterator waited for the tuning thread's next wake-up, and
-    its period doubles from 10 ms to 60 s: py-spy found training's main thread in
-    RootDataset::Iterator's destructor for about 57 s after every other epoch. Keras ends
-    the iterator after every epoch. Values and order do not change.
+    With it on, 4 of a run's first 9 epochs spent 51 to 58 s after Keras's training pass
+    with the main thread in RootDataset::Iterator's destructor (py-spy), which in
+    TensorFlow's source joins the autotuning thread; Keras ends the iterator after every
+    epoch (models/EXPERIMENTS.md, "Training time"). Values and order do not change.
     """
     import tensorflow as tf
 

@@ -137,7 +137,8 @@ def train(c: Any, photos: np.ndarray, y: np.ndarray, weight: float, epochs: int 
     opt.exclude_from_weight_decay(var_names=["bias"])
     model.compile(opt, loss=keras.losses.CategoricalCrossentropy(from_logits=True))
     data = tf.data.Dataset.from_tensor_slices((x, targets, weights))
-    data = untuned(data.shuffle(len(x), seed=0, reshuffle_each_iteration=True).batch(64))
+    data = data.shuffle(len(x), seed=0, reshuffle_each_iteration=True).batch(64)
+    data = untuned(data.prefetch(2))  # autotuning would have injected a prefetch
     model.fit(data, epochs=epochs, verbose=0)
     return model
 
