@@ -384,7 +384,7 @@ def train(args: argparse.Namespace) -> int:
         jitter = (tuple(cfg["scale_jitter"]), cfg["shift_jitter"])
         aug = augment_fn(cfg["seed"] * 1000 + epoch, *jitter)
         ds = ds.map(aug, num_parallel_calls=1)
-        return untuned(ds.prefetch(2))  # autotuned, some epochs waited ~55 s at their end
+        return untuned(ds.prefetch(2))
 
     for epoch in range(start, cfg["epochs"]):
         t0 = time.time()
